@@ -1,0 +1,24 @@
+"""Test configuration: every test run sees 8 virtual CPU devices.
+
+XLA_FLAGS must be set before JAX initialises its backends, so this runs at
+import time of the conftest, which pytest loads before any test module.
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
+  os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # keep TF off any GPU
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_platforms", "cpu")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _eight_devices():
+  assert jax.device_count() == 8, (
+      f"tests expect 8 virtual CPU devices, got {jax.device_count()}; "
+      "was JAX imported before tests/conftest.py set XLA_FLAGS?")
