@@ -1,0 +1,152 @@
+"""Classification metrics: confusion matrix, accuracy, top-k, precision/recall/F1.
+
+Device-side functions (``confusion_matrix``, ``accuracy``, ``top_k_correct``,
+``top_k_accuracy``) are pure and jit-safe and return sums/counts that merge by
+addition (``psum`` across devices, ``+`` across batches). Host-side functions
+(``precision_recall_f1`` ...) turn a confusion matrix into scores with NumPy.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from visionjax.losses._reduction import broadcast_leading, check_reduction
+
+
+def _check_int(x, name):
+  if not jnp.issubdtype(x.dtype, jnp.integer):
+    raise TypeError(f"{name} has dtype {x.dtype}; expected an integer dtype (class ids)")
+
+
+def confusion_counts(labels, preds, num_classes: int, *, ignore_index: Optional[int] = None,
+                     mask=None):
+  """Shared jit-safe confusion-matrix kernel (see :func:`confusion_matrix`).
+
+  Every element is mapped to the flat cell ``label * C + pred`` and counted with
+  weight 1, or 0 when it is ignored: ``label == ignore_index``, ``mask == 0``,
+  or either id outside ``[0, C)`` (dropped rather than clamped so that stray ids
+  can never corrupt a real cell). Counts are int32 and exact.
+  """
+  labels = jnp.asarray(labels)
+  preds = jnp.asarray(preds)
+  _check_int(labels, "labels")
+  _check_int(preds, "preds")
+  if labels.shape != preds.shape:
+    raise ValueError(f"preds has shape {preds.shape}; expected the labels shape {labels.shape}")
+  if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    raise ValueError(f"num_classes={num_classes!r}; expected a positive Python int (static)")
+  c = int(num_classes)
+  valid = (labels >= 0) & (labels < c) & (preds >= 0) & (preds < c)
+  if ignore_index is not None:
+    valid = valid & (labels != ignore_index)
+  if mask is not None:
+    mask = broadcast_leading(jnp.asarray(mask), labels.shape, "mask")
+    valid = valid & (mask != 0)
+  flat = jnp.where(valid, labels.astype(jnp.int32) * c + preds.astype(jnp.int32), 0)
+  counts = jnp.zeros((c * c,), jnp.int32).at[flat.reshape(-1)].add(
+      valid.reshape(-1).astype(jnp.int32), mode="drop")
+  return counts.reshape(c, c)
+
+
+def confusion_matrix(labels, preds, num_classes: int, *, mask=None):
+  """Confusion matrix ``cm[i, j]`` = #examples with true class i predicted as j.
+
+  Args:
+    labels: int [...] ground-truth classes.
+    preds: int [...] predicted classes (same shape as labels).
+    num_classes: static Python int ``C``.
+    mask: optional bool/0-1 array, same shape as labels or a leading prefix of
+      it (e.g. [B] marking padded examples); 0 entries are not counted.
+
+  Returns:
+    int32 [C, C] (rows = ground truth, columns = prediction), equal to
+    ``sklearn.metrics.confusion_matrix(labels, preds, labels=range(C))``.
+    Ids outside [0, C) are not counted. Merges across batches/devices by ``+``.
+  """
+  return confusion_counts(labels, preds, num_classes, mask=mask)
+
+
+def _valid_count(labels, mask):
+  if mask is None:
+    return jnp.asarray(labels.size, jnp.float32) * jnp.ones((), jnp.float32)
+  mask = broadcast_leading(jnp.asarray(mask), labels.shape, "mask")
+  return jnp.sum((mask != 0).astype(jnp.float32))
+
+
+def _reduce_hits(hits, labels, mask, reduction):
+  """hits: bool [...] -> 'mean' | 'sum' | 'sum_and_count' | 'none'."""
+  check_reduction(reduction)
+  if mask is not None:
+    m = broadcast_leading(jnp.asarray(mask), labels.shape, "mask") != 0
+    hits = hits & m
+  if reduction == "none":
+    return hits
+  total = jnp.sum(hits.astype(jnp.int32))
+  if reduction == "sum":
+    return total
+  count = _valid_count(labels, mask)
+  if reduction == "sum_and_count":
+    return total, count
+  return total.astype(jnp.float32) / jnp.maximum(count, 1.0)
+
+
+def top_k_correct(logits, labels, k: int = 1, *, mask=None):
+  """Number of examples whose label is among the ``k`` highest scores.
+
+  Shapes: ``logits`` float [..., C]; ``labels`` int [...]; ``mask`` as in
+  :func:`confusion_matrix`. Returns int32 [] (a sum that merges by addition).
+
+  Formula: example n is a hit iff ``#{c : z_nc > z_n,y_n} < k`` (ties broken in
+  favour of the true class; with continuous scores there are no ties and this
+  equals ``sklearn.metrics.top_k_accuracy_score`` times the count). Labels
+  outside [0, C) are never hits.
+  """
+  return top_k_accuracy(logits, labels, k, mask=mask, reduction="sum")
+
+
+def top_k_accuracy(logits, labels, k: int = 1, *, mask=None, reduction: str = "mean"):
+  """Top-k accuracy; ``reduction``: 'mean' (default), 'sum', 'sum_and_count', 'none'.
+
+  See :func:`top_k_correct` for the formula and shapes.
+  """
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
+  _check_int(labels, "labels")
+  if logits.shape[:-1] != labels.shape:
+    raise ValueError(f"labels has shape {labels.shape}; expected {logits.shape[:-1]} "
+                     f"(logits shape {logits.shape} without its class axis)")
+  c = logits.shape[-1]
+  if not isinstance(k, (int, np.integer)) or not 1 <= k <= c:
+    raise ValueError(f"k={k!r}; expected a Python int in [1, {c}]")
+  in_range = (labels >= 0) & (labels < c)
+  safe = jnp.where(in_range, labels, 0)
+  true_score = jnp.take_along_axis(logits, safe[..., None], axis=-1)
+  n_above = jnp.sum(logits > true_score, axis=-1)
+  return _reduce_hits((n_above < k) & in_range, labels, mask, reduction)
+
+
+def accuracy(preds_or_logits, labels, *, mask=None, reduction: str = "mean"):
+  """Accuracy = #(pred == label) / #counted.
+
+  Args:
+    preds_or_logits: int [...] predicted classes, or float [..., C] logits
+      (argmax taken; ties go to the lowest index).
+    labels: int [...].
+    mask: optional validity mask (same shape as labels or a leading prefix).
+    reduction: 'mean' (default), 'sum' (int32 number correct),
+      'sum_and_count' (``(correct, count)`` for psum), or 'none' (bool hits).
+  """
+  x = jnp.asarray(preds_or_logits)
+  labels = jnp.asarray(labels)
+  _check_int(labels, "labels")
+  if jnp.issubdtype(x.dtype, jnp.floating):
+    if x.shape[:-1] != labels.shape:
+      raise ValueError(f"labels has shape {labels.shape}; expected {x.shape[:-1]} "
+                       f"(logits shape {x.shape} without its class axis)")
+    x = jnp.argmax(x, axis=-1)
+  elif x.shape != labels.shape:
+    raise ValueError(f"preds has shape {x.shape}; expected the labels shape {labels.shape}")
+  return _reduce_hits(x == labels, labels, mask, reduction)
