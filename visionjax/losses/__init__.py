@@ -3,9 +3,17 @@
 Common keyword options: ``reduction`` in {'mean', 'sum', 'none',
 'sum_and_count'}, ``weights`` (per class), ``ignore_index`` (dense integer
 labels), ``where`` (validity mask). 'mean' divides by the number of
-non-ignored elements; 'sum_and_count' returns ``(sum, count)``.
+non-ignored elements; 'sum_and_count' returns ``(sum, count)`` so a
+data-parallel step can ``psum`` both.
 """
 from visionjax.losses._reduction import REDUCTIONS
-from visionjax.losses.classification import softmax_cross_entropy
+from visionjax.losses.boxes import (classification_localization_loss, giou_loss, huber_loss,
+                                    smooth_l1_loss)
+from visionjax.losses.classification import (sigmoid_binary_cross_entropy, sigmoid_focal_loss,
+                                             softmax_cross_entropy, softmax_focal_loss)
+from visionjax.losses.dense import soft_dice_loss, soft_jaccard_loss, tversky_loss
 
-__all__ = ["REDUCTIONS", "softmax_cross_entropy"]
+__all__ = ["REDUCTIONS", "classification_localization_loss", "giou_loss", "huber_loss",
+           "smooth_l1_loss", "sigmoid_binary_cross_entropy", "sigmoid_focal_loss",
+           "softmax_cross_entropy", "softmax_focal_loss", "soft_dice_loss", "soft_jaccard_loss",
+           "tversky_loss"]

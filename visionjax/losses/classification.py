@@ -85,3 +85,103 @@ def softmax_cross_entropy(logits, labels, *, ignore_index: Optional[int] = None,
   loss = (1.0 - eps) * ce + eps * uniform
   w = _class_weight(weights, safe, num_classes)
   return reduce_loss(loss, w, valid, reduction)
+
+
+def _elementwise_setup(logits, labels, weights, ignore_index, where, reduction):
+  """Common checks for sigmoid losses: labels float/int with logits' shape."""
+  logits = _float(logits)
+  labels = jnp.asarray(labels)
+  if labels.shape != logits.shape:
+    raise ValueError(f"labels has shape {labels.shape}; expected the logits shape "
+                     f"{logits.shape} (one binary target per logit)")
+  check_reduction(reduction)
+  valid = validity_mask(labels, ignore_index=ignore_index, where=where)
+  targets = jnp.where(valid, labels, 0).astype(logits.dtype)
+  if weights is None:
+    w = jnp.ones((), jnp.float32)
+  else:
+    w = jnp.asarray(weights, jnp.float32)
+    if logits.ndim == 0 or w.shape != (logits.shape[-1],):
+      raise ValueError(f"weights has shape {w.shape}; expected ({logits.shape[-1] if logits.ndim else 1},)"
+                       " (one weight per class along the last axis)")
+  return logits, targets, valid, w
+
+
+def sigmoid_binary_cross_entropy(logits, labels, *, weights=None,
+                                 ignore_index: Optional[int] = None, reduction: str = "mean",
+                                 where=None):
+  r"""Element-wise sigmoid binary cross-entropy.
+
+  Shapes: ``logits`` float [...]; ``labels`` [...] with targets in [0, 1]
+  (int or float; multi-label one-hot [..., C] included); ``weights`` [C]
+  applied along the last axis.
+
+  Formula: ``l = -t·log σ(z) - (1 - t)·log(1 - σ(z))``, computed by optax's
+  ``sigmoid_binary_cross_entropy`` (log-sigmoid form, stable and jit-safe).
+  Elements with ``labels == ignore_index`` (e.g. 255 in binary masks) or
+  ``where == 0`` are ignored; 'mean' averages over counted elements.
+  """
+  logits, targets, valid, w = _elementwise_setup(logits, labels, weights, ignore_index, where,
+                                                 reduction)
+  loss = optax.sigmoid_binary_cross_entropy(logits, targets)
+  return reduce_loss(loss, w, valid, reduction)
+
+
+def sigmoid_focal_loss(logits, labels, *, alpha: Optional[float] = 0.25, gamma: float = 2.0,
+                       weights=None, ignore_index: Optional[int] = None,
+                       reduction: str = "mean", where=None):
+  r"""Sigmoid focal loss (Lin et al. 2017), element-wise.
+
+  Shapes as :func:`sigmoid_binary_cross_entropy`. With ``p = σ(z)``,
+  ``p_t = p·t + (1 - p)·(1 - t)`` and ``α_t = α·t + (1 - α)·(1 - t)``::
+
+    FL = -α_t · (1 - p_t)^γ · log p_t
+
+  ``alpha=None`` disables the α_t factor. The element-wise term is optax's
+  ``sigmoid_focal_loss``, which computes (1 - p_t)^γ in log space (finite
+  gradients for γ < 1 at saturated logits). RetinaNet normalises by the number
+  of positive anchors: use ``reduction='sum'`` and divide.
+  """
+  logits, targets, valid, w = _elementwise_setup(logits, labels, weights, ignore_index, where,
+                                                 reduction)
+  loss = optax.sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma)
+  return reduce_loss(loss, w, valid, reduction)
+
+
+def softmax_focal_loss(logits, labels, *, alpha=None, gamma: float = 2.0, weights=None,
+                       ignore_index: Optional[int] = None, reduction: str = "mean",
+                       where=None):
+  r"""Softmax (multi-class) focal loss with integer labels.
+
+  Shapes: ``logits`` [..., C]; ``labels`` int [...]; ``alpha`` None, a scalar
+  or [C]; ``weights`` [C]. With ``p_y = softmax(z)_y``::
+
+    FL = -α_y · (1 - p_y)^γ · log p_y        (γ = 0, α = None: cross-entropy)
+
+  Written here because optax has no softmax focal loss. ``log(1 - p_y)`` is
+  computed as ``logsumexp_{c≠y} z_c - logsumexp_c z_c`` so that ``(1-p_y)^γ``
+  and its gradient stay finite when p_y → 1. Ignoring/reduction as in
+  :func:`softmax_cross_entropy`.
+  """
+  logits = _float(logits)
+  labels = jnp.asarray(labels)
+  if logits.ndim < 1 or logits.shape[-1] < 2:
+    raise ValueError(f"logits has shape {logits.shape}; expected [..., C] with C >= 2")
+  _check_int_labels(labels)
+  check_labels_match(logits.shape, labels.shape)
+  check_reduction(reduction)
+  num_classes = logits.shape[-1]
+  valid = validity_mask(labels, ignore_index=ignore_index, where=where)
+  safe = jnp.where(valid, labels, 0)
+  onehot = jax.nn.one_hot(safe, num_classes, dtype=bool)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  log_p = jnp.sum(jnp.where(onehot, logits, 0.0), axis=-1) - lse
+  log_not_p = jax.nn.logsumexp(jnp.where(onehot, -jnp.inf, logits), axis=-1) - lse
+  loss = -jnp.exp(gamma * log_not_p) * log_p
+  if alpha is not None:
+    a = jnp.asarray(alpha, jnp.float32)
+    if a.ndim == 1 and a.shape != (num_classes,):
+      raise ValueError(f"alpha has shape {a.shape}; expected a scalar or ({num_classes},)")
+    loss = loss * (a[safe] if a.ndim == 1 else a)
+  w = _class_weight(weights, safe, num_classes)
+  return reduce_loss(loss, w, valid, reduction)

@@ -1,0 +1,216 @@
+"""Jit-safe non-maximum suppression with static output shapes.
+
+Every function returns fixed-size outputs: ``indices`` int32 [K] (padded with
+-1) and a bool ``valid`` [K] mask, so it can run under ``jax.jit`` and
+``jax.vmap`` (batch of images). ``K = max_output_size`` is static.
+
+Greedy NMS definition (the classic algorithm): visit boxes in order of
+decreasing score (ties: lower index first); keep a box unless its IoU with an
+already kept box is ``> iou_threshold``. The implementation picks the best
+remaining box, marks every remaining box that overlaps it by more than the
+threshold as suppressed, and repeats K times (or until none remain) — O(K·N)
+work, O(N) memory, and the same kept set and order as the greedy loop.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from visionjax.ops.boxes import _check_boxes, box_convert, box_iou_elementwise
+
+
+def _prepare(boxes, scores, fmt, valid, classes, max_output_size, score_threshold):
+  boxes = box_convert(_check_boxes(boxes), fmt, "xyxy")
+  scores = jnp.asarray(scores)
+  if boxes.ndim != 2:
+    raise ValueError(f"boxes has shape {boxes.shape}; expected [N, 4] (use jax.vmap for "
+                     "batches)")
+  n = boxes.shape[0]
+  if scores.shape != (n,):
+    raise ValueError(f"scores has shape {scores.shape}; expected ({n},) to match boxes")
+  live = ~jnp.isnan(scores)
+  if valid is not None:
+    valid = jnp.asarray(valid)
+    if valid.shape != (n,):
+      raise ValueError(f"valid has shape {valid.shape}; expected ({n},)")
+    live = live & valid.astype(bool)
+  if score_threshold is not None:
+    live = live & (scores >= score_threshold)
+  if classes is not None:
+    classes = jnp.asarray(classes)
+    if classes.shape != (n,):
+      raise ValueError(f"classes has shape {classes.shape}; expected ({n},)")
+  k = n if max_output_size is None else max_output_size
+  if not isinstance(k, int) or k < 0:
+    raise ValueError(f"max_output_size={max_output_size!r}; expected a non-negative Python int")
+  return boxes, scores, live, classes, k
+
+
+def _overlap(boxes, j, classes):
+  iou = box_iou_elementwise(boxes[j][None, :], boxes)
+  if classes is not None:
+    # Class-aware: boxes of other classes never suppress each other.
+    iou = jnp.where(classes == classes[j], iou, 0.0)
+  return iou
+
+
+def nms(boxes, scores, iou_threshold: float = 0.5, *, max_output_size: Optional[int] = None,
+        score_threshold: Optional[float] = None, valid=None, classes=None, fmt: str = "xyxy"):
+  """Greedy NMS with static shapes.
+
+  Args:
+    boxes: float [N, 4] in ``fmt``.
+    scores: float [N]. NaN scores are never kept.
+    iou_threshold: a box is suppressed by a kept box when IoU > threshold.
+    max_output_size: static K (default N).
+    score_threshold: optional; boxes with score < threshold are dropped first.
+    valid: optional bool [N] marking real (non-padding) boxes.
+    classes: optional int [N]; if given, suppression only within a class
+      (class-aware / "batched" NMS).
+    fmt: box format.
+
+  Returns:
+    ``(indices, valid)``: int32 [K] indices into the inputs in decreasing
+    score order, padded with -1, and bool [K] marking the real entries.
+  """
+  boxes, scores, live, classes, k = _prepare(boxes, scores, fmt, valid, classes,
+                                            max_output_size, score_threshold)
+  n = boxes.shape[0]
+  # Rank of every box in the greedy visiting order (stable: ties -> lower index);
+  # picking the live box of smallest rank avoids ambiguity with -inf scores.
+  order = jnp.argsort(-scores, stable=True)
+  rank = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+  out_idx = jnp.full((k,), -1, jnp.int32)
+  out_ok = jnp.zeros((k,), bool)
+  if n == 0 or k == 0:
+    return out_idx, out_ok
+
+  def cond(carry):
+    i, live, _, _ = carry
+    return (i < k) & jnp.any(live)
+
+  def body(carry):
+    i, live, out_idx, out_ok = carry
+    j = jnp.argmin(jnp.where(live, rank, n)).astype(jnp.int32)
+    suppressed = _overlap(boxes, j, classes) > iou_threshold
+    live = live & ~suppressed & (jnp.arange(n) != j)
+    return i + 1, live, out_idx.at[i].set(j), out_ok.at[i].set(True)
+
+  _, _, out_idx, out_ok = jax.lax.while_loop(cond, body, (0, live, out_idx, out_ok))
+  return out_idx, out_ok
+
+
+def batched_nms(boxes, scores, classes, iou_threshold: float = 0.5, *,
+                max_output_size: Optional[int] = None, score_threshold: Optional[float] = None,
+                valid=None, fmt: str = "xyxy"):
+  """Class-aware NMS: boxes of different ``classes`` never suppress each other.
+
+  Same as ``nms(..., classes=classes)``; the output is one list over all
+  classes in decreasing score order. Implemented by masking the IoU with a
+  class-equality test rather than torchvision's coordinate-offset trick, which
+  loses precision for large coordinates.
+  """
+  return nms(boxes, scores, iou_threshold, max_output_size=max_output_size,
+             score_threshold=score_threshold, valid=valid, classes=classes, fmt=fmt)
+
+
+def soft_nms(boxes, scores, *, sigma: float = 0.5, iou_threshold: float = 0.3,
+             method: str = "gaussian", score_threshold: float = 0.001,
+             max_output_size: Optional[int] = None, valid=None, classes=None,
+             fmt: str = "xyxy"):
+  """Soft-NMS (Bodla et al. 2017) with static shapes.
+
+  Repeatedly selects the remaining box with the highest *current* score
+  (ties: lower index), outputs it with that score, and decays the score of
+  every other remaining box b by a weight of o = IoU(selected, b):
+
+  * ``'gaussian'``: w = exp(-o² / sigma)
+  * ``'linear'``:   w = 1 - o if o > iou_threshold else 1
+  * ``'hard'``:     w = 0 if o > iou_threshold else 1   (classic NMS)
+
+  Boxes whose current score falls below ``score_threshold`` are discarded.
+  With ``classes`` the decay applies only within a class.
+
+  Returns:
+    ``(indices, scores, valid)``: int32 [K] (-1 padded), float [K] decayed
+    scores at selection time (0 padded), bool [K].
+  """
+  if method not in ("gaussian", "linear", "hard"):
+    raise ValueError(f"method={method!r}; expected 'gaussian', 'linear' or 'hard'")
+  boxes, scores, live, classes, k = _prepare(boxes, scores, fmt, valid, classes,
+                                            max_output_size, score_threshold)
+  n = boxes.shape[0]
+  out_idx = jnp.full((k,), -1, jnp.int32)
+  out_score = jnp.zeros((k,), scores.dtype)
+  out_ok = jnp.zeros((k,), bool)
+  if n == 0 or k == 0:
+    return out_idx, out_score, out_ok
+
+  def cond(carry):
+    i, live = carry[0], carry[1]
+    return (i < k) & jnp.any(live)
+
+  def body(carry):
+    i, live, cur, out_idx, out_score, out_ok = carry
+    j = jnp.argmax(jnp.where(live, cur, -jnp.inf)).astype(jnp.int32)
+    # If every live score is -inf the masked argmax may land on a dead box.
+    j = jnp.where(live[j], j, jnp.argmax(live)).astype(jnp.int32)
+    o = _overlap(boxes, j, classes)
+    if method == "gaussian":
+      w = jnp.exp(-(o * o) / sigma)
+    elif method == "linear":
+      w = jnp.where(o > iou_threshold, 1.0 - o, 1.0)
+    else:
+      w = jnp.where(o > iou_threshold, 0.0, 1.0)
+    if classes is not None:
+      w = jnp.where(classes == classes[j], w, 1.0)
+    picked = cur[j]
+    cur = cur * w
+    live = live & (jnp.arange(n) != j)
+    if score_threshold is not None:
+      live = live & (cur >= score_threshold)
+    return (i + 1, live, cur, out_idx.at[i].set(j), out_score.at[i].set(picked),
+            out_ok.at[i].set(True))
+
+  carry = (0, live, scores, out_idx, out_score, out_ok)
+  _, _, _, out_idx, out_score, out_ok = jax.lax.while_loop(cond, body, carry)
+  return out_idx, out_score, out_ok
+
+
+def top_k(scores, k: int, *, valid=None):
+  """The k highest scores along the last axis, static shape, jit/vmap-safe.
+
+  Args:
+    scores: float [..., N].
+    k: static int <= N.
+    valid: optional bool [..., N]; invalid entries rank last.
+
+  Returns:
+    ``(values, indices, valid)`` each [..., k]; ties keep the lower index
+    first; entries past the number of valid inputs are marked False (their
+    value is -inf and index -1).
+  """
+  scores = jnp.asarray(scores)
+  if scores.ndim < 1:
+    raise ValueError(f"scores has shape {scores.shape}; expected [..., N]")
+  n = scores.shape[-1]
+  if not isinstance(k, int) or not 0 <= k <= n:
+    raise ValueError(f"k={k!r}; expected a Python int in [0, {n}]")
+  ok = ~jnp.isnan(scores)
+  if valid is not None:
+    valid = jnp.asarray(valid)
+    if valid.shape != scores.shape:
+      raise ValueError(f"valid has shape {valid.shape}; expected {scores.shape}")
+    ok = ok & valid.astype(bool)
+  # Sort key puts invalid entries after every valid one, ties by index
+  # (lax.top_k is not documented to be stable, argsort(stable=True) is).
+  neg = jnp.where(ok, -scores, jnp.inf)
+  idx = jnp.argsort(neg, axis=-1, stable=True)
+  # Second stable pass moves invalid entries behind valid ones whose score is -inf.
+  invalid_sorted = jnp.take_along_axis(~ok, idx, -1).astype(jnp.int32)
+  idx = jnp.take_along_axis(idx, jnp.argsort(invalid_sorted, axis=-1, stable=True), -1)[..., :k]
+  out_ok = jnp.take_along_axis(ok, idx, -1)
+  values = jnp.where(out_ok, jnp.take_along_axis(scores, idx, -1), -jnp.inf)
+  return values, jnp.where(out_ok, idx, -1).astype(jnp.int32), out_ok
