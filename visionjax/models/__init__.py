@@ -1,1 +1,78 @@
-"""visionjax.models."""
+"""visionjax.models: the Flax Linen model zoo and its registry.
+
+    model = visionjax.models.create("unet_small", num_classes=21)
+    variables = model.init({"params": key}, images, train=False)
+    logits, updates = model.apply(variables, images, train=True,
+                                  rngs={"dropout": key},
+                                  mutable=["batch_stats"])
+
+Images are [B, H, W, C] floats. Classifiers return logits [B, num_classes];
+segmenters logits [B, H, W, num_classes] at the input resolution;
+localizers {'logits': [B, K], 'boxes': [B, 4]} (sigmoid cx, cy, w, h);
+backbones a dict of named feature maps (strides in `.feature_strides`).
+
+The registry is one read-only mapping assembled from each model file's own
+`REGISTRY` dict at import time; nothing registers itself at runtime.
+"""
+from __future__ import annotations
+
+import types
+from typing import Any, Mapping
+
+import flax.linen as nn
+
+from visionjax.models import cnn, unet
+from visionjax.models.layers import ModelSpec, count_params
+
+__all__ = ["create", "list_models", "task_of", "spec_of", "MODEL_TASKS",
+           "REGISTRY", "ModelSpec", "count_params"]
+
+TASKS = ("classification", "segmentation", "localization", "backbone")
+
+
+def _merge(*registries: Mapping[str, ModelSpec]) -> Mapping[str, ModelSpec]:
+  merged: dict[str, ModelSpec] = {}
+  for reg in registries:
+    for name, spec in reg.items():
+      if name in merged:
+        raise ValueError(f"model name {name!r} is registered twice")
+      if spec.task not in TASKS:
+        raise ValueError(f"model {name!r} has task {spec.task!r}, expected "
+                         f"one of {TASKS}")
+      merged[name] = spec
+  return types.MappingProxyType(merged)
+
+
+REGISTRY: Mapping[str, ModelSpec] = _merge(cnn.REGISTRY, unet.REGISTRY)
+
+MODEL_TASKS: Mapping[str, str] = types.MappingProxyType(
+    {name: spec.task for name, spec in REGISTRY.items()})
+
+
+def list_models(task: str | None = None) -> list[str]:
+  """Sorted registered names, optionally only those of one task."""
+  if task is not None and task not in TASKS:
+    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+  return sorted(n for n, t in MODEL_TASKS.items() if task in (None, t))
+
+
+def spec_of(name: str) -> ModelSpec:
+  """The registry entry of `name`; ValueError listing valid names otherwise."""
+  try:
+    return REGISTRY[name]
+  except KeyError:
+    raise ValueError(f"unknown model {name!r}; valid names: "
+                     f"{', '.join(list_models())}") from None
+
+
+def task_of(name: str) -> str:
+  """'classification' | 'segmentation' | 'localization' | 'backbone'."""
+  return spec_of(name).task
+
+
+def create(name: str, **kwargs: Any) -> nn.Module:
+  """Builds registered model `name`, overriding dataclass fields by kwargs.
+
+  Example: `create("resnet50", num_classes=10, dtype=jnp.bfloat16)`.
+  """
+  return spec_of(name).factory(**kwargs)

@@ -1,0 +1,260 @@
+"""Small layers and shape helpers shared by the model zoo.
+
+Everything here is a pure function or a stateless Flax module with static
+shapes, so it jits on every backend. The one formulation choice that matters
+for speed is `UpConv2x`: a learned 2×2 stride-2 transposed convolution is
+computed as a 1×1 convolution to 4·F channels followed by depth-to-space.
+Both compute the identical function (`conv_transpose_kernel_to_1x1` maps the
+weights, tested in tests/test_models_layers.py), but XLA:CPU runs the
+transposed-convolution form roughly 30× slower forward+backward.
+"""
+from __future__ import annotations
+
+import functools
+import types
+from typing import (Any, Callable, Mapping, NamedTuple, Optional, Tuple,
+                    Union)
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ModuleDef = Any
+Dtype = Any
+IntPair = Union[int, Tuple[int, int]]
+
+
+def _pair(v: IntPair) -> Tuple[int, int]:
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def check_images(images: jax.Array, model: str,
+                 channels: Optional[int] = None) -> None:
+  """Raises ValueError unless `images` is [B, H, W, C] (with C == channels)."""
+  if images.ndim != 4:
+    raise ValueError(
+        f"{model}: images must have rank 4 [B, H, W, C], got shape "
+        f"{tuple(images.shape)} (rank {images.ndim})")
+  if channels is not None and images.shape[-1] != channels:
+    raise ValueError(
+        f"{model}: expected {channels} input channels, got images of shape "
+        f"{tuple(images.shape)} with {images.shape[-1]} channels")
+
+
+def batch_norm(train: bool, axis_name: Optional[str], dtype: Dtype,
+               param_dtype: Dtype) -> ModuleDef:
+  """The project's BatchNorm: momentum 0.9, epsilon 1e-5, optional pmap axis."""
+  return functools.partial(
+      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+      axis_name=axis_name, dtype=dtype, param_dtype=param_dtype)
+
+
+def depth_to_space(x: jax.Array, block: int) -> jax.Array:
+  """[B, H, W, r·r·C] -> [B, r·H, r·W, C]; channel index is (row, col, c)."""
+  return einops.rearrange(x, "b h w (r1 r2 c) -> b (h r1) (w r2) c",
+                          r1=block, r2=block)
+
+
+def space_to_depth(x: jax.Array, block: int) -> jax.Array:
+  """Inverse of `depth_to_space`: [B, r·H, r·W, C] -> [B, H, W, r·r·C]."""
+  return einops.rearrange(x, "b (h r1) (w r2) c -> b h w (r1 r2 c)",
+                          r1=block, r2=block)
+
+
+def conv_transpose_kernel_to_1x1(kernel: jax.Array) -> jax.Array:
+  """Maps a flax `nn.ConvTranspose` 2×2/stride-2 kernel to `UpConv2x` form.
+
+  Args:
+    kernel: [2, 2, C, F] kernel of `nn.ConvTranspose(F, (2, 2), (2, 2))`
+      (flax default `transpose_kernel=False`, which flips the spatial taps
+      relative to PyTorch's `ConvTranspose2d` layout).
+  Returns:
+    [1, 1, C, 4·F] kernel for the 1×1 convolution in `UpConv2x`.
+  """
+  flipped = kernel[::-1, ::-1]  # lax.conv_transpose correlates, i.e. flips.
+  return einops.rearrange(flipped, "a b c f -> 1 1 c (a b f)")
+
+
+def pad_to_multiple(x: jax.Array, multiple: int, mode: str = "constant"
+                    ) -> Tuple[jax.Array, Tuple[int, int]]:
+  """Pads H and W at the bottom/right up to a multiple of `multiple`.
+
+  Returns the padded [B, H', W', C] array and the original (H, W) so the
+  caller can `crop_to` the output back to the input resolution.
+  """
+  h, w = x.shape[1:3]
+  ph, pw = -h % multiple, -w % multiple
+  if ph or pw:
+    x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
+  return x, (h, w)
+
+
+def crop_to(x: jax.Array, size: Tuple[int, int]) -> jax.Array:
+  """Keeps the top-left `size` = (H, W) of a [B, H', W', C] array."""
+  return x[:, :size[0], :size[1]]
+
+
+def center_crop(x: jax.Array, size: Tuple[int, int]) -> jax.Array:
+  """Crops the centre (H, W) of [B, H', W', C] (U-Net's crop-and-copy)."""
+  top = (x.shape[1] - size[0]) // 2
+  left = (x.shape[2] - size[1]) // 2
+  return x[:, top:top + size[0], left:left + size[1]]
+
+
+def resize_bilinear(x: jax.Array, size: Tuple[int, int]) -> jax.Array:
+  """Bilinear resize of [B, H, W, C] to [B, size[0], size[1], C].
+
+  Half-pixel centres (PyTorch `align_corners=False`); computed in float32 so
+  bfloat16 models do not lose the interpolation weights.
+  """
+  out = jax.image.resize(x.astype(jnp.float32),
+                         (x.shape[0], size[0], size[1], x.shape[3]),
+                         method="bilinear")
+  return out.astype(x.dtype)
+
+
+def _adaptive_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in] averaging matrix with PyTorch's adaptive pool windows."""
+  m = np.zeros((n_out, n_in), np.float32)
+  for i in range(n_out):
+    start = (i * n_in) // n_out
+    end = -(-((i + 1) * n_in) // n_out)
+    m[i, start:end] = 1.0 / (end - start)
+  return m
+
+
+def adaptive_avg_pool(x: jax.Array, size: IntPair) -> jax.Array:
+  """PyTorch `AdaptiveAvgPool2d`: [B, H, W, C] -> [B, size[0], size[1], C].
+
+  Written as two small matmuls with static matrices (no gather/scatter), so
+  it is fast and differentiable everywhere and accepts any H, W.
+  """
+  oh, ow = _pair(size)
+  mh = jnp.asarray(_adaptive_matrix(x.shape[1], oh), x.dtype)
+  mw = jnp.asarray(_adaptive_matrix(x.shape[2], ow), x.dtype)
+  return jnp.einsum("oh,bhwc,pw->bopc", mh, x, mw)
+
+
+class ConvNormAct(nn.Module):
+  """Conv -> optional norm -> optional activation. [B,H,W,C] -> [B,H',W',F].
+
+  `norm` is an already-configured constructor (e.g. `batch_norm(...)`); when
+  given, the convolution has no bias because the norm's shift replaces it.
+  """
+  features: int
+  kernel_size: IntPair = 3
+  strides: IntPair = 1
+  padding: Any = "SAME"
+  dilation: IntPair = 1
+  groups: int = 1
+  norm: Optional[ModuleDef] = None
+  act: Optional[Callable] = nn.relu
+  use_bias: Optional[bool] = None
+  norm_scale_init: Callable = nn.initializers.ones
+  kernel_init: Callable = nn.initializers.variance_scaling(
+      2.0, "fan_out", "normal")
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    use_bias = self.norm is None if self.use_bias is None else self.use_bias
+    x = nn.Conv(self.features, _pair(self.kernel_size), _pair(self.strides),
+                padding=self.padding, kernel_dilation=_pair(self.dilation),
+                feature_group_count=self.groups, use_bias=use_bias,
+                kernel_init=self.kernel_init, dtype=self.dtype,
+                param_dtype=self.param_dtype, name="conv")(x)
+    if self.norm is not None:
+      x = self.norm(scale_init=self.norm_scale_init, name="norm")(x)
+    if self.act is not None:
+      x = self.act(x)
+    return x
+
+
+class UpConv2x(nn.Module):
+  """2× upsampling to `features` channels: [B, H, W, C] -> [B, 2H, 2W, F].
+
+  method='learned': the 2×2 stride-2 transposed convolution of U-Net/SegNet
+    decoders, computed as a 1×1 conv to 4·F channels + depth_to_space (the
+    same function and the same C·4·F + F parameters as `nn.ConvTranspose`,
+    but fast on XLA:CPU). The bias is one F-vector shared by all four output
+    positions, exactly as in a transposed convolution.
+  method='bilinear': bilinear 2× resize followed by a 1×1 conv to F channels.
+  """
+  features: int
+  method: str = "learned"
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, h, w, _ = x.shape
+    if self.method == "learned":
+      y = nn.Conv(4 * self.features, (1, 1), use_bias=False, dtype=self.dtype,
+                  param_dtype=self.param_dtype, name="conv")(x)
+      y = depth_to_space(y, 2)
+      if self.use_bias:
+        bias = self.param("bias", nn.initializers.zeros, (self.features,),
+                          self.param_dtype)
+        y = y + bias.astype(y.dtype)
+      return y
+    if self.method == "bilinear":
+      y = resize_bilinear(x, (2 * h, 2 * w))
+      return nn.Conv(self.features, (1, 1), use_bias=self.use_bias,
+                     dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="conv")(y)
+    raise ValueError(
+        f"UpConv2x: method must be 'learned' or 'bilinear', got {self.method!r}")
+
+
+def max_pool(x: jax.Array, window: int = 2, stride: Optional[int] = None,
+             padding: Any = "VALID") -> jax.Array:
+  """Max pool [B,H,W,C] with a square window (floor mode for 'VALID')."""
+  s = window if stride is None else stride
+  return nn.max_pool(x, (window, window), (s, s), padding=padding)
+
+
+def count_params(variables_or_shapes: Any) -> int:
+  """Number of trainable parameters (the 'params' collection only).
+
+  Accepts real variables or the ShapeDtypeStruct tree of `jax.eval_shape`,
+  so big models are counted without allocating them. BatchNorm running
+  statistics are excluded, matching PyTorch's `parameters()`.
+  """
+  params = variables_or_shapes.get("params", variables_or_shapes)
+  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+
+
+def to_float32(tree: Any) -> Any:
+  """Casts every floating output leaf to float32 (outputs contract)."""
+  return jax.tree_util.tree_map(
+      lambda a: a.astype(jnp.float32)
+      if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+class ModelSpec(NamedTuple):
+  """One registry entry; each model file exports a `REGISTRY` of these.
+
+  factory:    `functools.partial` of the module class; `create` calls it with
+              the user's keyword overrides.
+  task:       'classification' | 'segmentation' | 'localization' | 'backbone'.
+  input_size: (H, W) the architecture was published at (benchmark default).
+  smoke:      field overrides for a tiny variant with the same code paths,
+              used by the shared smoke test and laptop demos.
+  smoke_size: (H, W) for that test; odd sizes for the dense models.
+  in_channels: input channels the published model takes.
+  """
+  factory: Callable[..., nn.Module]
+  task: str
+  input_size: Tuple[int, int] = (224, 224)
+  smoke: Mapping[str, Any] = types.MappingProxyType({})
+  smoke_size: Tuple[int, int] = (33, 47)
+  in_channels: int = 3
+
+
+def frozen(**kwargs: Any) -> Mapping[str, Any]:
+  """Read-only kwargs mapping for `ModelSpec.smoke` (registry stays immutable)."""
+  return types.MappingProxyType(kwargs)
