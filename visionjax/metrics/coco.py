@@ -423,44 +423,47 @@ def _accumulate(p: CocoParams, data):
   matched = data["matched"][order]
   ignored = data["ignored"][order]
   npig = data["npig"]
+  n_buckets = r_n + 2
   for m_i, max_det in enumerate(p.max_dets):
     sel = np.flatnonzero(rank < max_det)
     c_sel = cat[sel]
+    n = sel.size
     nd = np.bincount(c_sel, minlength=k_n)                      # detections per category
-    start = np.cumsum(nd) - nd
-    slot = np.arange(sel.size) - start[c_sel]
-    width = int(nd.max(initial=0)) + 1                          # >= 1 padding slot per row
+    seg_end = np.cumsum(nd)
+    seg_start = seg_end - nd
     for a_i in range(a_n):
-      tp = np.zeros((t_n, k_n, width), np.int64)
-      fp = np.zeros((t_n, k_n, width), np.int64)
       mt = matched[sel, :, a_i].T                               # [T, n]
       ig = ignored[sel, :, a_i].T
-      tp[:, c_sel, slot] = mt & ~ig
-      fp[:, c_sel, slot] = ~mt & ~ig
-      tp_sum = np.cumsum(tp, axis=2).astype(float)
-      fp_sum = np.cumsum(fp, axis=2).astype(float)
+      tp = (mt & ~ig).astype(np.int64)
+      fp = (~mt & ~ig).astype(np.int64)
+      # Cumulative sums restarted at every category: global cumsum minus the
+      # exclusive prefix at the segment start (integers, exact).
+      tp_cum = np.cumsum(tp, axis=1)
+      fp_cum = np.cumsum(fp, axis=1)
+      tp_sum = (tp_cum - (tp_cum - tp)[:, seg_start[c_sel]]).astype(float)
+      fp_sum = (fp_cum - (fp_cum - fp)[:, seg_start[c_sel]]).astype(float)
       n_pos = npig[:, a_i].astype(float)
       has_gt = n_pos > 0
-      with np.errstate(divide="ignore", invalid="ignore"):
-        rc = tp_sum / np.where(has_gt, n_pos, 1.0)[None, :, None]
+      rc = tp_sum / np.where(has_gt, n_pos, 1.0)[c_sel][None, :]
       pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-      real = np.arange(width)[None, :] < nd[:, None]            # [K, width]
-      pr = np.where(real[None], pr, 0.0)
-      # Monotone envelope: suffix maximum along the detections.
-      env = np.maximum.accumulate(pr[..., ::-1], axis=2)[..., ::-1]
-      # First slot whose recall reaches each threshold (searchsorted 'left'):
-      # c = #thresholds <= rc is non-decreasing along a row, padding gets R+1;
-      # integer row offsets make one flat searchsorted exact.
-      c = np.searchsorted(p.rec_thresholds, rc, side="right")
-      c = np.where(real[None], c, r_n + 1)
-      rows = t_n * k_n
-      stride = r_n + 2
-      flat = (c.reshape(rows, width) + stride * np.arange(rows)[:, None]).ravel()
-      queries = (np.arange(1, r_n + 1)[None, :] + stride * np.arange(rows)[:, None]).ravel()
-      pos = np.searchsorted(flat, queries, side="left")
-      q = env.reshape(-1)[pos].reshape(t_n, k_n, r_n)
-      last = np.maximum(nd - 1, 0)
-      rec = np.where(nd[None, :] > 0, rc[:, np.arange(k_n), last], 0.0)
+      # pycocotools samples the monotone envelope (suffix max of pr) at the
+      # first detection whose recall reaches each threshold r_j. With
+      # c_i = #{j : r_j <= rc_i} (non-decreasing within a category) that is
+      # q_j = max{pr_i : c_i > j}: take the max of pr per bucket (cat, c) and
+      # a reverse cumulative max over the few buckets. Comparisons only, so
+      # the result is bit-identical.
+      c = np.searchsorted(p.rec_thresholds, rc, side="right")   # [T, n] in 0..R
+      key = (np.arange(t_n)[:, None] * k_n + c_sel[None, :]) * n_buckets + c
+      buckets = np.zeros(t_n * k_n * n_buckets)
+      if n:
+        flat_key = key.ravel()
+        starts = np.flatnonzero(np.r_[True, flat_key[1:] != flat_key[:-1]])
+        buckets[flat_key[starts]] = np.maximum.reduceat(pr.ravel(), starts)
+      buckets = buckets.reshape(t_n, k_n, n_buckets)
+      env = np.maximum.accumulate(buckets[..., ::-1], axis=2)[..., ::-1]
+      q = env[:, :, 1:r_n + 1]                                   # buckets > j
+      last = np.maximum(seg_end - 1, 0)
+      rec = np.where(nd[None, :] > 0, rc[:, last] if n else 0.0, 0.0)
       precision[:, :, :, a_i, m_i] = np.where(has_gt[None, :, None], q, -1.0).transpose(0, 2, 1)
       recall[:, :, a_i, m_i] = np.where(has_gt[None, :], rec, -1.0)
   return precision, recall
