@@ -22,13 +22,17 @@ def _check_int(x, name):
 
 
 def confusion_counts(labels, preds, num_classes: int, *, ignore_index: Optional[int] = None,
-                     mask=None):
+                     mask=None, void_column: bool = False):
   """Shared jit-safe confusion-matrix kernel (see :func:`confusion_matrix`).
 
-  Every element is mapped to the flat cell ``label * C + pred`` and counted with
-  weight 1, or 0 when it is ignored: ``label == ignore_index``, ``mask == 0``,
-  or either id outside ``[0, C)`` (dropped rather than clamped so that stray ids
-  can never corrupt a real cell). Counts are int32 and exact.
+  Every element is mapped to the flat cell ``label * W + pred`` (W = C, or
+  C + 1 with ``void_column``) and counted with weight 1, or 0 when it is
+  ignored: ``label == ignore_index``, ``mask == 0``, or a label outside
+  [0, C). A prediction outside [0, C) is dropped too, unless ``void_column``
+  is set, in which case it is counted in the extra last column (an error
+  charged to the row's class). Ids are never clamped, so stray values cannot
+  corrupt a real cell. Counts are int32 and exact (scatter-add, no float
+  matmul that would round above 2**24).
   """
   labels = jnp.asarray(labels)
   preds = jnp.asarray(preds)
@@ -39,16 +43,23 @@ def confusion_counts(labels, preds, num_classes: int, *, ignore_index: Optional[
   if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
     raise ValueError(f"num_classes={num_classes!r}; expected a positive Python int (static)")
   c = int(num_classes)
-  valid = (labels >= 0) & (labels < c) & (preds >= 0) & (preds < c)
+  width = c + 1 if void_column else c
+  valid = (labels >= 0) & (labels < c)
+  pred_ok = (preds >= 0) & (preds < c)
   if ignore_index is not None:
     valid = valid & (labels != ignore_index)
   if mask is not None:
     mask = broadcast_leading(jnp.asarray(mask), labels.shape, "mask")
     valid = valid & (mask != 0)
-  flat = jnp.where(valid, labels.astype(jnp.int32) * c + preds.astype(jnp.int32), 0)
-  counts = jnp.zeros((c * c,), jnp.int32).at[flat.reshape(-1)].add(
+  if void_column:
+    col = jnp.where(pred_ok, preds.astype(jnp.int32), c)
+  else:
+    valid = valid & pred_ok
+    col = preds.astype(jnp.int32)
+  flat = jnp.where(valid, labels.astype(jnp.int32) * width + col, 0)
+  counts = jnp.zeros((c * width,), jnp.int32).at[flat.reshape(-1)].add(
       valid.reshape(-1).astype(jnp.int32), mode="drop")
-  return counts.reshape(c, c)
+  return counts.reshape(c, width)
 
 
 def confusion_matrix(labels, preds, num_classes: int, *, mask=None):

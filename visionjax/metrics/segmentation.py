@@ -16,7 +16,7 @@ from visionjax.metrics.classification import confusion_counts
 
 
 def confusion_matrix(labels, preds, num_classes: int, *, ignore_index: Optional[int] = 255,
-                     mask=None):
+                     mask=None, void_column: bool = False):
   """Pixel confusion matrix, ignoring ``ignore_index`` ground-truth pixels.
 
   Args:
@@ -27,25 +27,34 @@ def confusion_matrix(labels, preds, num_classes: int, *, ignore_index: Optional[
     mask: optional bool/0-1 array of labels' shape or a leading prefix of it
       (e.g. [B] to drop padded examples).
 
+    void_column: static bool; see Returns.
+
   Returns:
     int32 [C, C], ``cm[i, j] = #{pixels : label = i, pred = j, counted}``.
-    Pixels whose label or prediction lies outside [0, C) are not counted
-    (a prediction of an unknown class on a valid pixel is therefore dropped,
-    not charged as an error: map such predictions to a real class first if
-    they should count). Jit-safe; int32 is exact up to 2**31 - 1 per cell.
+    Pixels whose label lies outside [0, C) are not counted. A prediction
+    outside [0, C) (e.g. a "void" class) on a counted pixel is dropped by
+    default; with ``void_column=True`` the result is [C, C + 1] and such
+    pixels land in the last column, so they count as false negatives of the
+    true class — the Cityscapes evaluation's rule for predictions of
+    non-evaluated labels. Jit-safe; int32 is exact up to 2**31 - 1 per cell.
   """
-  return confusion_counts(labels, preds, num_classes, ignore_index=ignore_index, mask=mask)
+  return confusion_counts(labels, preds, num_classes, ignore_index=ignore_index, mask=mask,
+                          void_column=void_column)
 
 
-def init_state(num_classes: int):
-  """An all-zero streaming state (int32 [C, C] NumPy array)."""
-  return np.zeros((num_classes, num_classes), np.int32)
+def init_state(num_classes: int, *, void_column: bool = False):
+  """An all-zero streaming state: int32 [C, C] (or [C, C + 1]) NumPy array."""
+  return np.zeros((num_classes, num_classes + int(void_column)), np.int32)
 
 
 def update_state(state, labels, preds, *, ignore_index: Optional[int] = 255, mask=None):
-  """Returns ``state + confusion_matrix(labels, preds, C)``; jit-safe."""
-  return state + confusion_matrix(labels, preds, state.shape[0], ignore_index=ignore_index,
-                                  mask=mask)
+  """Returns ``state + confusion_matrix(labels, preds, C)``; jit-safe.
+
+  ``state`` is [C, C] or [C, C + 1] (void column, see :func:`confusion_matrix`).
+  """
+  c, width = state.shape
+  return state + confusion_matrix(labels, preds, c, ignore_index=ignore_index, mask=mask,
+                                  void_column=width == c + 1)
 
 
 def _divide(num, den):
@@ -54,10 +63,12 @@ def _divide(num, den):
 
 
 def segmentation_scores(cm) -> dict:
-  """Scores from a confusion matrix (NumPy or JAX, int [C, C]); runs on host.
+  """Scores from a confusion matrix (NumPy or JAX, int [C, C] or [C, C + 1]).
 
-  With ``n_ij = cm[i, j]``, ``t_i = Σ_j n_ij`` (ground-truth pixels of class i),
-  ``p_j = Σ_i n_ij`` (predicted pixels of class j) and ``N = Σ_i t_i``:
+  Runs on host in float64. With ``n_ij = cm[i, j]``, ``t_i = Σ_j n_ij``
+  (ground-truth pixels of class i, including void predictions of the optional
+  last column), ``p_j = Σ_i n_ij`` (predicted pixels of class j < C) and
+  ``N = Σ_i t_i``:
 
   * ``pixel_accuracy``      = Σ_i n_ii / N
   * ``accuracy_per_class``  = n_ii / t_i (NaN where t_i = 0)
@@ -75,11 +86,12 @@ def segmentation_scores(cm) -> dict:
   per-class entries float64 [C] NumPy arrays.
   """
   cm = np.asarray(cm, np.float64)
-  if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-    raise ValueError(f"cm has shape {cm.shape}; expected a square [C, C] confusion matrix")
-  tp = np.diag(cm)
+  if cm.ndim != 2 or cm.shape[1] not in (cm.shape[0], cm.shape[0] + 1):
+    raise ValueError(f"cm has shape {cm.shape}; expected [C, C] or [C, C + 1] (void column)")
+  c = cm.shape[0]
+  tp = np.diag(cm[:, :c])
   gt = cm.sum(axis=1)
-  pred = cm.sum(axis=0)
+  pred = cm[:, :c].sum(axis=0)
   total = gt.sum()
   acc = _divide(tp, gt)
   iou = _divide(tp, gt + pred - tp)
