@@ -161,3 +161,60 @@ def accuracy(preds_or_logits, labels, *, mask=None, reduction: str = "mean"):
   elif x.shape != labels.shape:
     raise ValueError(f"preds has shape {x.shape}; expected the labels shape {labels.shape}")
   return _reduce_hits(x == labels, labels, mask, reduction)
+
+
+AVERAGES = (None, "micro", "macro", "weighted")
+
+
+def precision_recall_f1(cm, *, average: Optional[str] = None, zero_division: float = 0.0):
+  """Precision, recall, F1 and support from a confusion matrix (rows = truth).
+
+  Per class c with tp = cm[c, c], fp = Σ_i cm[i, c] - tp, fn = Σ_j cm[c, j] - tp::
+
+    precision_c = tp / (tp + fp),  recall_c = tp / (tp + fn),
+    f1_c = 2·tp / (2·tp + fp + fn),  support_c = tp + fn
+
+  A 0/0 ratio takes ``zero_division`` (0, 1 or NaN). ``average``:
+
+  * None: per-class arrays [C];
+  * 'micro': ratios of the summed tp/fp/fn over classes;
+  * 'macro': unweighted mean of the per-class values;
+  * 'weighted': mean weighted by support.
+
+  NaN entries (``zero_division=nan``) are left out of macro/weighted means.
+  Equals ``sklearn.metrics.precision_recall_fscore_support(y, p,
+  labels=range(C), average=..., zero_division=...)``. Pure jnp: jit-safe;
+  returns a dict with 'precision', 'recall', 'f1', 'support'.
+  """
+  if average not in AVERAGES:
+    raise ValueError(f"average={average!r}; expected one of {AVERAGES}")
+  cm = jnp.asarray(cm)
+  if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+    raise ValueError(f"cm has shape {cm.shape}; expected a square [C, C] confusion matrix")
+  cm = cm.astype(jnp.float32)
+  tp = jnp.diag(cm)
+  fp = cm.sum(axis=0) - tp
+  fn = cm.sum(axis=1) - tp
+  support = tp + fn
+  if average == "micro":
+    tp, fp, fn = tp.sum(), fp.sum(), fn.sum()
+
+  def ratio(num, den):
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), zero_division)
+
+  precision = ratio(tp, tp + fp)
+  recall = ratio(tp, tp + fn)
+  f1 = ratio(2 * tp, 2 * tp + fp + fn)
+  if average in ("macro", "weighted"):
+    w = jnp.ones_like(support) if average == "macro" else support
+
+    def mean(x):
+      ok = ~jnp.isnan(x)
+      den = jnp.sum(jnp.where(ok, w, 0.0))
+      return jnp.where(den > 0, jnp.sum(jnp.where(ok, x * w, 0.0)) / jnp.where(den > 0, den, 1.0),
+                       zero_division if average == "weighted" else jnp.nan)
+
+    precision, recall, f1 = mean(precision), mean(recall), mean(f1)
+  if average is not None:
+    support = support.sum()
+  return {"precision": precision, "recall": recall, "f1": f1, "support": support}
