@@ -144,7 +144,7 @@ def test_bad_inputs_raise_clear_errors():
     seg.segmentation_scores(np.zeros((3, 5)))
 
 
-def test_equals_official_cityscapes_evaluation(tmp_path):
+def test_equals_official_cityscapes_evaluation(tmp_path, monkeypatch):
   pytest.importorskip("cityscapesscripts")
   from PIL import Image
   from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
@@ -176,10 +176,10 @@ def test_equals_official_cityscapes_evaluation(tmp_path):
     pred_train = np.where(lut[pred] == 255, 19, lut[pred])
     state = state + np.asarray(seg.confusion_matrix(lut[gt][None], pred_train[None], 19,
                                                     void_column=True))
-  cs.args.evalInstLevelScore = False
-  cs.args.JSONOutput = False
-  cs.args.quiet = True
-  cs.args.evalPixelAccuracy = False
+  # The module keeps its options in a global `args`; patch it for this test only.
+  for name, value in (("evalInstLevelScore", False), ("JSONOutput", False), ("quiet", True),
+                      ("evalPixelAccuracy", False)):
+    monkeypatch.setattr(cs.args, name, value)
   result = cs.evaluateImgLists(pred_files, gt_files, cs.args)
   ours = seg.segmentation_scores(state)
   by_train = {l.trainId: l.name for l in cs_labels if l.id >= 0 and not l.ignoreInEval}

@@ -42,6 +42,21 @@ def _class_weight(weights, safe_labels, num_classes):
   return weights[safe_labels]
 
 
+def _integer_label_setup(logits, labels, ignore_index, where, reduction, min_classes=1):
+  """Checks logits [..., C] / int labels [...]; returns (logits, valid, safe labels)."""
+  logits = _float(logits)
+  labels = jnp.asarray(labels)
+  if logits.ndim < 1 or logits.shape[-1] < min_classes:
+    raise ValueError(f"logits has shape {logits.shape}; expected [..., C] with C >= {min_classes}")
+  _check_int_labels(labels)
+  check_labels_match(logits.shape, labels.shape)
+  check_reduction(reduction)
+  valid = validity_mask(labels, ignore_index=ignore_index, where=where)
+  # Ignored labels (e.g. 255) become 0 so every gather stays in range; their
+  # loss is masked out by `valid`.
+  return logits, valid, jnp.where(valid, labels, 0)
+
+
 def softmax_cross_entropy(logits, labels, *, ignore_index: Optional[int] = None,
                           label_smoothing: float = 0.0, weights=None,
                           reduction: str = "mean", where=None):
@@ -68,16 +83,8 @@ def softmax_cross_entropy(logits, labels, *, ignore_index: Optional[int] = None,
   has no ``ignore_index`` and an out-of-range index such as 255 would gather
   garbage (clamped) rather than raise.
   """
-  logits = _float(logits)
-  labels = jnp.asarray(labels)
-  if logits.ndim < 1:
-    raise ValueError(f"logits has shape {logits.shape}; expected [..., num_classes]")
-  _check_int_labels(labels)
-  check_labels_match(logits.shape, labels.shape)
-  check_reduction(reduction)
+  logits, valid, safe = _integer_label_setup(logits, labels, ignore_index, where, reduction)
   num_classes = logits.shape[-1]
-  valid = validity_mask(labels, ignore_index=ignore_index, where=where)
-  safe = jnp.where(valid, labels, 0)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
   eps = jnp.asarray(label_smoothing, logits.dtype)
   # Uniform-target term: -mean_c log softmax(z)_c = logsumexp(z) - mean(z).
@@ -163,16 +170,9 @@ def softmax_focal_loss(logits, labels, *, alpha=None, gamma: float = 2.0, weight
   and its gradient stay finite when p_y → 1. Ignoring/reduction as in
   :func:`softmax_cross_entropy`.
   """
-  logits = _float(logits)
-  labels = jnp.asarray(labels)
-  if logits.ndim < 1 or logits.shape[-1] < 2:
-    raise ValueError(f"logits has shape {logits.shape}; expected [..., C] with C >= 2")
-  _check_int_labels(labels)
-  check_labels_match(logits.shape, labels.shape)
-  check_reduction(reduction)
+  logits, valid, safe = _integer_label_setup(logits, labels, ignore_index, where, reduction,
+                                             min_classes=2)
   num_classes = logits.shape[-1]
-  valid = validity_mask(labels, ignore_index=ignore_index, where=where)
-  safe = jnp.where(valid, labels, 0)
   onehot = jax.nn.one_hot(safe, num_classes, dtype=bool)
   lse = jax.nn.logsumexp(logits, axis=-1)
   log_p = jnp.sum(jnp.where(onehot, logits, 0.0), axis=-1) - lse
