@@ -22,3 +22,13 @@ def _eight_devices():
   assert jax.device_count() == 8, (
       f"tests expect 8 virtual CPU devices, got {jax.device_count()}; "
       "was JAX imported before tests/conftest.py set XLA_FLAGS?")
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+  """A TFDS data_dir holding the prepared `digit_scenes/tiny` dataset."""
+  import tensorflow_datasets as tfds
+  from visionjax.data import builtin  # noqa: F401  registers the builder
+  d = str(tmp_path_factory.mktemp("tfds"))
+  tfds.builder("digit_scenes/tiny", data_dir=d).download_and_prepare()
+  return d

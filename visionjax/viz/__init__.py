@@ -1,1 +1,1 @@
-"""visionjax.viz."""
+"""visionjax.viz: learning curves, segmentation overlays, prediction grids."""

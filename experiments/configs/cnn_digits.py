@@ -1,0 +1,21 @@
+"""The seed's small CNN classifies the built-in 32x32 digit images."""
+from visionjax.train.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.task = "classification"
+  c.model.name = "small_cnn"
+  c.dataset.name = "digit_scenes/digits32"
+  c.batch_size = 64
+  c.eval_batch_size = 250
+  c.num_train_steps = 1500
+  c.log_every_steps = 100
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.warmup_steps = 100
+  c.checkpoint.every_steps = 500
+  c.checkpoint.best_metric = "accuracy"
+  c.dataset.augment = ("color_jitter",)
+  c.num_visualizations = 16
+  return c

@@ -1,0 +1,21 @@
+"""Quickstart: a small U-Net segments the built-in digit scenes (CPU minutes)."""
+from visionjax.train.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.task = "segmentation"
+  c.model.name = "unet_small"
+  c.dataset.name = "digit_scenes/scenes64"
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.num_train_steps = 1200
+  c.log_every_steps = 50
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.warmup_steps = 100
+  c.optimizer.weight_decay = 1e-4
+  c.checkpoint.every_steps = 400
+  c.checkpoint.best_metric = "miou"
+  c.num_visualizations = 6
+  return c

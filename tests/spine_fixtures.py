@@ -1,0 +1,53 @@
+"""Shared helpers for the training-spine tests (imported by test modules)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import ml_collections
+
+from visionjax.train.config import base_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir: str, task: str = "classification", **overrides) -> ml_collections.ConfigDict:
+  """A config that trains in seconds on `digit_scenes/tiny` (32x32)."""
+  c = base_config()
+  c.task = task
+  c.dataset.name = "digit_scenes/tiny"
+  c.dataset.data_dir = data_dir
+  c.model.name = "small_cnn" if task == "classification" else "unet_small"
+  c.batch_size = 16
+  c.eval_batch_size = 16
+  c.num_train_steps = 4
+  c.log_every_steps = 2
+  c.optimizer.warmup_steps = 0
+  c.optimizer.schedule = "constant"
+  c.checkpoint.every_steps = 0
+  c.checkpoint.async_save = True
+  c.num_visualizations = 2
+  c.progress_bar = False
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def run_train_cli(config_file: str, workdir: str, *flags: str, timeout: int = 300,
+                  background: bool = False):
+  """Runs `experiments/train.py` in a fresh process (8 CPU devices)."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+  env["JAX_PLATFORMS"] = "cpu"
+  cmd = [sys.executable, os.path.join(REPO, "experiments", "train.py"),
+         f"--config={config_file}", f"--workdir={workdir}", *flags]
+  if background:
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+  return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout)

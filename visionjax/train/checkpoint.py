@@ -1,0 +1,65 @@
+"""Orbax checkpointing: periodic + best-by-metric, async, resumable."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+
+class Checkpointer:
+  """Wraps an Orbax `CheckpointManager` for one training run.
+
+  Keeps the latest ``keep`` checkpoints plus the best one by ``best_metric``
+  (among checkpoints saved with evaluation metrics). Saves are asynchronous:
+  training continues while the arrays are written; `wait` blocks until done.
+  """
+
+  def __init__(self, directory: str, *, every_steps: int, keep: int = 3,
+               best_metric: str | None = None, best_mode: str = "max",
+               async_save: bool = True):
+    if best_mode not in ("max", "min"):
+      raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+    self.directory = os.path.abspath(directory)
+    self.every_steps = every_steps
+    self.best_metric = best_metric
+    policies: list[pp.PreservationPolicy] = [pp.LatestN(n=keep)]
+    if best_metric:
+      policies.append(pp.BestN(get_metric_fn=lambda m: m[best_metric],
+                               reverse=best_mode == "min", n=1,
+                               keep_checkpoints_without_metrics=False))
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            preservation_policy=pp.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save, create=True))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def should_save(self, step: int) -> bool:
+    return self.every_steps > 0 and step % self.every_steps == 0
+
+  def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
+    """Starts saving ``state`` as ``step`` (no-op if that step already exists)."""
+    if step in self.manager.all_steps():
+      return
+    if metrics is not None and self.best_metric:
+      metrics = {self.best_metric: float(metrics[self.best_metric])}
+    self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
+                      force=True)
+
+  def restore(self, step: int, abstract_state: Any) -> Any:
+    """The state saved at ``step``, placed like ``abstract_state``."""
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -1,0 +1,104 @@
+"""The experiment config schema: defaults every config file starts from.
+
+Experiment configs (``experiments/configs/*.py``) call `base_config()` and
+override fields. `validate` rejects keys the schema does not know (so a typo
+such as ``optimizer.learnig_rate`` fails loudly instead of being ignored) and
+values outside their allowed set. ``config.model`` is free-form: apart from
+``name`` its fields are passed to the model constructor, which validates them.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from visionjax.train.optim import OPTIMIZERS, SCHEDULES
+from visionjax.train.parallel import ENGINES
+
+TASKS = ("classification", "segmentation", "localization", "detection")
+# Sub-dicts whose keys are free-form (validated by their consumer).
+_FREE_FORM = ("model", "task_kwargs")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "classification"
+  c.seed = 0
+  c.engine = "jit"               # 'jit' (mesh + NamedSharding) or 'pmap'
+  c.batch_size = 64              # global, over all devices and hosts
+  c.eval_batch_size = 64
+  c.num_train_steps = 1000
+  c.log_every_steps = 50
+  c.eval_every_steps = 0         # 0: evaluate only at the end
+  c.half_precision = False       # bfloat16 compute, float32 parameters
+  c.num_visualizations = 8       # overlay/prediction images written at the end
+  c.progress_bar = True
+
+  c.model = ml_collections.ConfigDict({"name": "small_cnn"})
+  c.task_kwargs = ml_collections.ConfigDict()
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = "digit_scenes/digits32"
+  c.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.dataset.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  c.dataset.train_split = "train"
+  c.dataset.eval_split = "test"
+  c.dataset.image_size = ml_collections.FieldReference(None, field_type=tuple)
+  c.dataset.mean = (0.5, 0.5, 0.5)
+  c.dataset.std = (0.25, 0.25, 0.25)
+  c.dataset.shuffle_buffer = 10_000
+  c.dataset.augment = ()
+  c.dataset.max_boxes = 50
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.schedule = "warmup_cosine"
+  c.optimizer.warmup_steps = 100
+  c.optimizer.end_lr_factor = 0.0
+  c.optimizer.pct_start = 0.3
+  c.optimizer.boundaries = (0.5, 0.75)
+  c.optimizer.decay_factor = 0.1
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = False
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.grad_clip_norm = 0.0
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 500
+  c.checkpoint.keep = 3
+  c.checkpoint.best_metric = ""  # e.g. 'accuracy' or 'miou'; '' = none
+  c.checkpoint.best_mode = "max"
+  c.checkpoint.async_save = True
+  return c
+
+
+def _unknown_keys(cfg, ref, prefix=""):
+  for k in cfg.keys():
+    path = f"{prefix}{k}"
+    if k not in ref:
+      yield path, sorted(ref.keys())
+    elif isinstance(ref[k], ml_collections.ConfigDict) and k not in _FREE_FORM:
+      yield from _unknown_keys(cfg[k], ref[k], path + ".")
+
+
+def _one_of(value, allowed, what):
+  if value not in allowed:
+    raise ValueError(f"{what}={value!r} is not valid; expected one of {list(allowed)}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first bad key or value."""
+  for path, valid in _unknown_keys(config, base_config()):
+    raise ValueError(f"unknown config key {path!r}; valid keys here: {valid}")
+  _one_of(config.task, TASKS, "task")
+  _one_of(config.engine, ENGINES, "engine")
+  _one_of(config.optimizer.name, OPTIMIZERS, "optimizer.name")
+  _one_of(config.optimizer.schedule, SCHEDULES, "optimizer.schedule")
+  _one_of(config.checkpoint.best_mode, ("max", "min"), "checkpoint.best_mode")
+  for key in ("batch_size", "eval_batch_size", "num_train_steps", "log_every_steps"):
+    if int(config[key]) <= 0:
+      raise ValueError(f"{key}={config[key]!r} must be a positive integer")
+  if "name" not in config.model:
+    raise ValueError("config.model needs a 'name' (see visionjax.models.list_models())")

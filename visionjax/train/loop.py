@@ -1,0 +1,275 @@
+"""`train_and_evaluate(config, workdir)`: the one training loop.
+
+Resume order: the newest checkpoint in ``<workdir>/checkpoints``, else a fresh
+initialization. What lands in the workdir:
+
+  config.json          the resolved config
+  metrics.jsonl        one JSON object per log/eval event
+  tensorboard/         TensorBoard event files
+  checkpoints/<step>/  Orbax checkpoints (latest k + best by metric)
+  final_metrics.json   the final evaluation
+  learning_curves.png  loss/metric curves
+  predictions.png      overlays (segmentation) or predictions (classification)
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from visionjax import models
+from visionjax.data import adapters, pipeline
+from visionjax.train import checkpoint as ckpt_lib
+from visionjax.train import config as config_lib
+from visionjax.train import optim, parallel, reporting, steps, tasks
+from visionjax.train.state import init_state
+
+
+def _isatty() -> bool:
+  import sys
+  return sys.stderr.isatty()
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN/inf loss or gradient."""
+
+
+def ensure_writable(workdir: str) -> str:
+  """Creates ``workdir`` and checks a file can be written there."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
+  return workdir
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config that the loop and the tests need."""
+  config: ml_collections.ConfigDict
+  engine: Any
+  model: Any
+  task: Any
+  tx: Any
+  schedule: Any
+  init_fn: Any
+  rng: jax.Array
+  channels: int
+
+  @functools.cached_property
+  def train_step(self):
+    return self.engine.compile_train(functools.partial(
+        steps.train_step, model=self.model, tx=self.tx, task=self.task,
+        schedule=self.schedule, channels=self.channels,
+        axis_name=self.engine.axis_name))
+
+  @functools.cached_property
+  def eval_step(self):
+    return self.engine.compile_eval(functools.partial(
+        steps.eval_step, model=self.model, task=self.task, channels=self.channels,
+        axis_name=self.engine.axis_name))
+
+  def create_state(self):
+    return self.engine.create_state(self.init_fn, self.rng)
+
+  def abstract_state(self):
+    return self.engine.abstract_state(self.init_fn, self.rng)
+
+
+def build(config: ml_collections.ConfigDict, *, devices: list | None = None) -> Experiment:
+  """Validates ``config`` and builds engine, model, task and optimizer."""
+  config_lib.validate(config)
+  engine = parallel.make_engine(config.engine, devices)
+  info = pipeline.dataset_info(config)
+  image_shape = tuple(config.dataset.image_size or info.features["image"].shape[:2])
+  channels = int(info.features["image"].shape[-1])
+  num_classes = pipeline.num_classes_of(config)
+  model_kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+  if config.half_precision:
+    model_kwargs["dtype"] = jnp.bfloat16
+  try:
+    model = models.create(config.model.name, num_classes=num_classes, **model_kwargs)
+  except TypeError as e:
+    raise ValueError(f"bad option for model {config.model.name!r}: {e}") from None
+  task = tasks.create_task(config.task, num_classes, **config.task_kwargs.to_dict())
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  model = engine.model_for(model)
+  init_fn = functools.partial(init_state, model=model, tx=tx,
+                              input_shape=(1, *image_shape, channels))
+  return Experiment(config=config, engine=engine, model=model, task=task, tx=tx,
+                    schedule=schedule, init_fn=init_fn,
+                    rng=jax.random.PRNGKey(config.seed), channels=channels)
+
+
+def evaluate(exp: Experiment, state: Any, split: str | None = None,
+             progress: bool = False) -> dict[str, Any]:
+  """Exact metrics over one pass of ``split`` (default: the eval split)."""
+  totals = None
+  batches = pipeline.eval_batches(exp.config, split)
+  for batch in tqdm(batches, desc="eval", disable=not progress, leave=False):
+    sums = exp.eval_step(state, exp.engine.put_batch(batch))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return exp.task.summarize(exp.engine.fetch(totals))
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop polls (saving, then exiting cleanly)."""
+
+  def __init__(self):
+    self.requested = False
+
+  def _handler(self, signum, frame):
+    del frame
+    self.requested = True
+
+  @contextlib.contextmanager
+  def installed(self):
+    try:
+      previous = signal.signal(signal.SIGTERM, self._handler)
+    except ValueError:  # not the main thread: leave signals alone
+      yield self
+      return
+    try:
+      yield self
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+
+
+def _check_finite(metrics: dict[str, np.ndarray], step: int, ckpt) -> None:
+  loss, gnorm = float(metrics["loss"]), float(metrics["grad_norm"])
+  if not (math.isfinite(loss) and math.isfinite(gnorm)):
+    last = ckpt.latest_step()
+    where = (f"the last good checkpoint is step {last} in {ckpt.directory}"
+             if last is not None else "no checkpoint was saved before it")
+    raise NonFiniteLossError(
+        f"non-finite loss at step {step} (loss={loss}, grad_norm={gnorm}); "
+        f"training stopped and {where}")
+
+
+def _train_log(task, window: list[dict], seconds: float) -> dict[str, float]:
+  sums = {k: np.sum([w[k] for w in window], axis=0) for k in window[0]}
+  out = {"loss": float(np.mean([w["loss"] for w in window])),
+         "grad_norm": float(np.mean([w["grad_norm"] for w in window])),
+         "param_norm": float(window[-1]["param_norm"]),
+         "learning_rate": float(window[-1]["learning_rate"]),
+         "steps_per_sec": len(window) / max(seconds, 1e-9)}
+  out.update(task.summarize_train(sums))
+  return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming if the workdir has a checkpoint), evaluates, reports.
+
+  Returns the final evaluation metrics (also in ``final_metrics.json``).
+  Raises `NonFiniteLossError` on a NaN/inf loss, naming the step.
+  """
+  config_lib.validate(config)
+  workdir = ensure_writable(workdir)
+  exp = build(config)
+  main = jax.process_index() == 0
+  if main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  cc = config.checkpoint
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                               every_steps=cc.every_steps, keep=cc.keep,
+                               best_metric=cc.best_metric or None,
+                               best_mode=cc.best_mode, async_save=cc.async_save)
+  start = ckpt.latest_step() or 0
+  if start:
+    state = exp.engine.from_checkpoint(ckpt.restore(start, exp.abstract_state()))
+  else:
+    state = exp.create_state()
+  writer = reporting.MetricWriter(workdir, enabled=main)
+  total = config.num_train_steps
+  batches: Iterator = parallel.prefetch_to_device(
+      pipeline.train_dataset(config, start_step=start).as_numpy_iterator(),
+      exp.engine.put_batch)
+  eval_metrics: dict[str, Any] | None = None
+  window, t_window = [], time.time()
+  pending = None  # (step, device metrics) of the previous step, checked 1 step late
+  stopped_early = False
+  try:
+    with _Preemption().installed() as preempt, tqdm(
+        total=total, initial=start, desc="train", disable=not (main and config.progress_bar),
+        dynamic_ncols=True, mininterval=0.5 if _isatty() else 30.0) as bar:
+      for step in range(start + 1, total + 1):
+        state, metrics = exp.train_step(state, next(batches))
+        # Fetch the previous step's metrics while this one runs.
+        if pending is not None:
+          window.append(exp.engine.fetch(pending[1]))
+          _check_finite(window[-1], pending[0], ckpt)
+        pending = (step, metrics)
+        bar.update(1)
+        due_ckpt = ckpt.should_save(step) or preempt.requested
+        due_eval = config.eval_every_steps and step % config.eval_every_steps == 0
+        if step % config.log_every_steps == 0 or due_ckpt or due_eval or step == total:
+          window.append(exp.engine.fetch(metrics))  # sync: this step is checked too
+          _check_finite(window[-1], step, ckpt)
+          pending = None
+          log = _train_log(exp.task, window, time.time() - t_window)
+          writer.write(step, "train", log)
+          bar.set_postfix(loss=f"{log['loss']:.4f}", refresh=False)
+          window, t_window = [], time.time()
+        if due_eval and step != total:
+          eval_metrics = evaluate(exp, state)
+          writer.write(step, "eval", eval_metrics)
+        if due_ckpt or due_eval:
+          ckpt.save(step, exp.engine.to_checkpoint(state),
+                    metrics=eval_metrics if due_eval else None)
+        if preempt.requested:
+          stopped_early = True
+          tqdm.write(f"SIGTERM received: saved checkpoint at step {step}; exiting.")
+          break
+    if not stopped_early:
+      final_step = int(exp.engine.fetch(state.step))
+      eval_metrics = evaluate(exp, state, progress=main and config.progress_bar)
+      writer.write(final_step, "eval", eval_metrics)
+      ckpt.save(final_step, exp.engine.to_checkpoint(state), metrics=eval_metrics)
+  finally:
+    ckpt.close()  # waits for async saves: nothing half-written is left behind
+    writer.close()
+  if stopped_early:
+    return {"preempted_at_step": step}
+  if main:
+    with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+      json.dump(reporting._jsonable({"step": final_step, **eval_metrics}), f, indent=2)
+    _visualize(exp, state, workdir)
+  return eval_metrics
+
+
+def _visualize(exp: Experiment, state: Any, workdir: str) -> None:
+  """Learning curves and prediction images (best effort; never fails a run)."""
+  from visionjax.viz import curves, predictions
+  curves.plot_learning_curves(reporting.read_metrics(workdir),
+                              os.path.join(workdir, "learning_curves.png"))
+  n = exp.config.num_visualizations
+  if n <= 0:
+    return
+  batch = next(pipeline.eval_batches(exp.config))
+  host_state = jax.device_get(exp.engine.to_checkpoint(state))
+  model = exp.model.clone(axis_name=None) if hasattr(exp.model, "axis_name") else exp.model
+  outputs = jax.jit(functools.partial(steps.predict_step, model=model))(
+      host_state, batch["image"][:n])
+  names = adapters.class_names(exp.config.dataset, exp.config.task)
+  dc = exp.config.dataset
+  images = np.clip(batch["image"][:n] * np.asarray(dc.std) + np.asarray(dc.mean), 0, 1)
+  predictions.save(exp.config.task, images, batch, jax.device_get(outputs), names,
+                   os.path.join(workdir, "predictions.png"))

@@ -1,0 +1,89 @@
+"""Pure train and eval steps, shared by the jit and pmap engines.
+
+Both steps take keyword-only dependencies (model, optimizer, task) that the
+engine binds with ``functools.partial`` before compiling. With
+``axis_name=None`` (the jit engine) the batch is the *global* batch, sharded by
+XLA; with ``axis_name='batch'`` (pmap) it is one device's share and the step
+sums what must be global across devices itself:
+
+  loss      = psum(local loss sum) / psum(local count)
+  gradients = psum(d local_sum / d params) / psum(count)   (same thing)
+  metrics   = psum of sums; BatchNorm statistics are averaged across devices
+              by the model's BatchNorm layers (their ``axis_name``).
+
+So jit over N devices, pmap over N devices and a single device all compute
+the same update from the same global batch (up to float reassociation).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from visionjax.train.state import TrainState
+
+
+def _psum(x, axis_name):
+  return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def _variables(params, batch_stats) -> dict:
+  return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+
+
+def train_step(state: TrainState, batch: dict, *, model: nn.Module,
+               tx: optax.GradientTransformation, task: Any, schedule: optax.Schedule,
+               channels: int, axis_name: str | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on ``batch``; returns the new state and metrics.
+
+  Metrics: ``loss`` (mean over the global batch), ``grad_norm``,
+  ``param_norm``, ``learning_rate`` and the task's training sums.
+  """
+  task.validate(batch, channels)  # static shape/dtype checks at trace time
+  rng = jax.random.fold_in(state.rng, state.step)
+  if axis_name is not None:
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+  has_bn = bool(state.batch_stats)
+
+  def loss_fn(params):
+    out = model.apply(_variables(params, state.batch_stats), batch["image"], train=True,
+                      rngs={"dropout": rng}, mutable=["batch_stats"] if has_bn else False)
+    outputs, new_vars = out if has_bn else (out, {})
+    loss_sum, count = task.loss(outputs, batch)
+    total = jax.lax.stop_gradient(_psum(count, axis_name))
+    return loss_sum / jnp.maximum(total, 1), (outputs, new_vars, loss_sum, count)
+
+  grads, (outputs, new_vars, loss_sum, count) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads = _psum(grads, axis_name)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            batch_stats=new_vars.get("batch_stats", state.batch_stats))
+  sums = _psum({"loss_sum": loss_sum, "loss_count": count,
+                **task.train_sums(outputs, batch)}, axis_name)
+  metrics = {
+      "loss": sums.pop("loss_sum") / jnp.maximum(sums.pop("loss_count"), 1),
+      "grad_norm": optax.global_norm(grads),
+      "param_norm": optax.global_norm(params),
+      "learning_rate": schedule(state.step),
+      **sums,
+  }
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, model: nn.Module, task: Any,
+              channels: int, axis_name: str | None = None) -> dict[str, jax.Array]:
+  """The task's evaluation sums on ``batch`` (``batch['valid']`` masks padding)."""
+  task.validate(batch, channels)
+  outputs = model.apply(_variables(state.params, state.batch_stats), batch["image"],
+                        train=False)
+  return _psum(task.eval_sums(outputs, batch), axis_name)
+
+
+def predict_step(state: TrainState, images: jax.Array, *, model: nn.Module) -> Any:
+  """Model outputs in inference mode (for visualization and export)."""
+  return model.apply(_variables(state.params, state.batch_stats), images, train=False)

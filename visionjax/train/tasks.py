@@ -1,0 +1,157 @@
+"""Tasks: what a model's outputs are trained against and how they are scored.
+
+A task owns the loss and the metrics of one problem type (as in scenic's
+per-task model wrappers). Everything it computes inside a step is a *sum* with
+its *count*, so data-parallel steps ``psum`` them and padded evaluation
+batches stay exact; the host divides once when reporting.
+
+Interface (all methods pure; the first three run inside jit):
+  loss(outputs, batch)        -> (loss_sum, count)
+  train_sums(outputs, batch)  -> dict of sums (a few cheap training metrics)
+  eval_sums(outputs, batch)   -> dict of sums (added over the eval set)
+  summarize(sums)             -> dict of Python floats (on host)
+  validate(batch, channels)   -> raises ValueError on a malformed batch
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from visionjax import losses
+from visionjax.metrics import classification as cls_metrics
+from visionjax.metrics import segmentation as seg_metrics
+
+Batch = Mapping[str, Any]
+
+
+def _check(cond: bool, msg: str) -> None:
+  if not cond:
+    raise ValueError(msg)
+
+
+def _validate_image(batch: Batch, channels: int) -> None:
+  _check("image" in batch, f"batch has no 'image'; keys are {sorted(batch)}")
+  img = batch["image"]
+  _check(img.ndim == 4, f"batch['image'] has shape {tuple(img.shape)} (rank "
+         f"{img.ndim}); expected rank 4 [batch, height, width, {channels}]")
+  _check(jnp.issubdtype(img.dtype, jnp.floating),
+         f"batch['image'] has dtype {img.dtype}; expected a float dtype "
+         "(normalized pixels), e.g. float32")
+  _check(img.shape[-1] == channels, f"batch['image'] has {img.shape[-1]} "
+         f"channels (shape {tuple(img.shape)}); the model expects {channels}")
+
+
+def _valid(batch: Batch) -> jax.Array | None:
+  return batch.get("valid")
+
+
+def _int_field(batch: Batch, key: str, shape: tuple[int, ...]) -> None:
+  _check(key in batch, f"batch has no {key!r}; keys are {sorted(batch)}")
+  x = batch[key]
+  _check(tuple(x.shape) == shape,
+         f"batch[{key!r}] has shape {tuple(x.shape)}; expected {shape}")
+  _check(jnp.issubdtype(x.dtype, jnp.integer),
+         f"batch[{key!r}] has dtype {x.dtype}; expected an integer dtype")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationTask:
+  """Image-level softmax classification."""
+  num_classes: int
+  label_smoothing: float = 0.0
+  name: str = "classification"
+
+  def validate(self, batch: Batch, channels: int) -> None:
+    _validate_image(batch, channels)
+    _int_field(batch, "label", tuple(batch["image"].shape[:1]))
+
+  def loss(self, outputs, batch):
+    return losses.softmax_cross_entropy(
+        outputs, batch["label"], label_smoothing=self.label_smoothing,
+        where=_valid(batch), reduction="sum_and_count")
+
+  def train_sums(self, outputs, batch):
+    correct, count = cls_metrics.accuracy(outputs, batch["label"], mask=_valid(batch),
+                                          reduction="sum_and_count")
+    return {"correct": correct, "count": count}
+
+  def eval_sums(self, outputs, batch):
+    loss_sum, count = self.loss(outputs, batch)
+    return {"loss_sum": loss_sum, "count": count,
+            "confusion": cls_metrics.confusion_matrix(
+                batch["label"], jnp.argmax(outputs, -1), self.num_classes,
+                mask=_valid(batch))}
+
+  def summarize(self, sums) -> dict[str, float]:
+    cm = np.asarray(sums["confusion"], np.float64)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+      recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+      f1 = np.where(precision + recall > 0,
+                    2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    count = float(sums["count"])
+    return {"loss": float(sums["loss_sum"]) / max(count, 1.0),
+            "accuracy": float(tp.sum() / max(cm.sum(), 1.0)),
+            "macro_f1": float(f1.mean()),
+            "num_examples": count}
+
+  def summarize_train(self, sums) -> dict[str, float]:
+    return {"accuracy": float(sums["correct"]) / max(float(sums["count"]), 1.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationTask:
+  """Per-pixel softmax classification with an ignore label."""
+  num_classes: int
+  ignore_index: int = 255
+  label_smoothing: float = 0.0
+  name: str = "segmentation"
+
+  def validate(self, batch: Batch, channels: int) -> None:
+    _validate_image(batch, channels)
+    _int_field(batch, "mask", tuple(batch["image"].shape[:3]))
+
+  def loss(self, outputs, batch):
+    return losses.softmax_cross_entropy(
+        outputs, batch["mask"], ignore_index=self.ignore_index,
+        label_smoothing=self.label_smoothing, where=_valid(batch),
+        reduction="sum_and_count")
+
+  def train_sums(self, outputs, batch):
+    preds = jnp.argmax(outputs, -1)
+    mask = batch["mask"]
+    counted = mask != self.ignore_index
+    if _valid(batch) is not None:
+      counted &= _valid(batch)[:, None, None]
+    return {"correct": jnp.sum((preds == mask) & counted), "count": jnp.sum(counted)}
+
+  def eval_sums(self, outputs, batch):
+    loss_sum, count = self.loss(outputs, batch)
+    cm = seg_metrics.confusion_matrix(batch["mask"], jnp.argmax(outputs, -1),
+                                      self.num_classes, ignore_index=self.ignore_index,
+                                      mask=_valid(batch))
+    return {"loss_sum": loss_sum, "count": count, "confusion": cm}
+
+  def summarize(self, sums) -> dict[str, Any]:
+    scores = seg_metrics.segmentation_scores(sums["confusion"])
+    out = {k: v for k, v in scores.items() if np.isscalar(v)}
+    out["iou_per_class"] = [None if np.isnan(x) else float(x)
+                            for x in scores["iou_per_class"]]
+    out["loss"] = float(sums["loss_sum"]) / max(float(sums["count"]), 1.0)
+    return out
+
+  def summarize_train(self, sums) -> dict[str, float]:
+    return {"pixel_accuracy": float(sums["correct"]) / max(float(sums["count"]), 1.0)}
+
+
+def create_task(name: str, num_classes: int, **kwargs) -> Any:
+  """Task by name, e.g. 'classification' or 'segmentation'."""
+  tasks = {"classification": ClassificationTask, "segmentation": SegmentationTask}
+  if name not in tasks:
+    raise ValueError(f"unknown task {name!r}; expected one of {sorted(tasks)}")
+  return tasks[name](num_classes=num_classes, **kwargs)
