@@ -21,7 +21,8 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 
-from visionjax.models import cnn, unet
+from visionjax.models import (backbones, cnn, deeplab, efficientnet, fcn,
+                              localizer, resnet, segnet, unet, vgg)
 from visionjax.models.layers import ModelSpec, count_params
 
 __all__ = ["create", "list_models", "task_of", "spec_of", "MODEL_TASKS",
@@ -43,7 +44,10 @@ def _merge(*registries: Mapping[str, ModelSpec]) -> Mapping[str, ModelSpec]:
   return types.MappingProxyType(merged)
 
 
-REGISTRY: Mapping[str, ModelSpec] = _merge(cnn.REGISTRY, unet.REGISTRY)
+REGISTRY: Mapping[str, ModelSpec] = _merge(
+    cnn.REGISTRY, vgg.REGISTRY, resnet.REGISTRY, efficientnet.REGISTRY,
+    backbones.REGISTRY, localizer.REGISTRY, fcn.REGISTRY, unet.REGISTRY,
+    segnet.REGISTRY, deeplab.REGISTRY)
 
 MODEL_TASKS: Mapping[str, str] = types.MappingProxyType(
     {name: spec.task for name, spec in REGISTRY.items()})

@@ -1,9 +1,9 @@
-"""Small classifiers: the seed's CIFAR-10 CNN and LeNet-5.
+"""Plain conv/pool classifiers: the seed's CIFAR-10 CNN, LeNet-5, AlexNet.
 
-Both are plain conv/pool stacks with a flattening dense head, so unlike the
-global-pooling networks they take the input size they were designed for
-(32×32; LeNet-5 zero-pads smaller digits up to 32×32 as LeCun et al. did
-with 28×28 MNIST).
+SmallCNN and LeNet-5 flatten their last feature map into a dense head, so
+they take the input size they were designed for (32×32; LeNet-5 zero-pads
+smaller digits up to 32×32 as LeCun et al. did with 28×28 MNIST). AlexNet
+pools adaptively to 6×6 before its classifier and takes any size ≥ 63×63.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (Dtype, ModelSpec, check_images, frozen,
-                                     max_pool)
+from visionjax.models.layers import (Dtype, ModelSpec, adaptive_avg_pool,
+                                     check_images, frozen, max_pool)
 
 
 class SmallCNN(nn.Module):
@@ -95,6 +95,52 @@ class LeNet5(nn.Module):
     return x.astype(jnp.float32)
 
 
+class AlexNet(nn.Module):
+  """AlexNet, torchvision's single-GPU form: [B, H, W, C] -> [B, num_classes].
+
+  Krizhevsky et al. (2012) split conv layers across two GPUs; torchvision
+  follows Krizhevsky's "One weird trick" (2014) single-tower widths
+  (64, 192, 384, 256, 256) and has 61,100,840 parameters at 1,000 classes.
+  Conv 11×11/4 -> pool 3/2 -> conv 5×5 -> pool -> conv 3×3 ×3 -> pool ->
+  adaptive average pool 6×6 -> dropout-4096-dropout-4096-num_classes.
+  """
+  num_classes: int = 1000
+  widths: Sequence[int] = (64, 192, 384, 256, 256)
+  hidden: int = 4096
+  dropout_rate: float = 0.5
+  act: Callable = nn.relu
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    check_images(images, "AlexNet")
+    if min(images.shape[1:3]) < 63:
+      raise ValueError("AlexNet: images must be at least 63×63 (three 3×3/2 "
+                       f"pools after a stride-4 conv), got "
+                       f"{images.shape[1]}×{images.shape[2]}")
+    conv = functools.partial(nn.Conv, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    x = images.astype(self.dtype)
+    # (kernel, stride, padding, pool after) per layer, as in torchvision.
+    layout = ((11, 4, 2, True), (5, 1, 2, True), (3, 1, 1, False),
+              (3, 1, 1, False), (3, 1, 1, True))
+    for i, (w, (k, s, p, pool)) in enumerate(zip(self.widths, layout)):
+      x = self.act(conv(w, (k, k), (s, s), padding=((p, p), (p, p)),
+                        name=f"conv{i + 1}")(x))
+      if pool:
+        x = max_pool(x, 3, 2)
+    x = adaptive_avg_pool(x, 6).reshape(x.shape[0], -1)
+    for i in range(2):
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = self.act(nn.Dense(self.hidden, dtype=self.dtype,
+                            param_dtype=self.param_dtype,
+                            name=f"fc{i + 6}")(x))
+    x = nn.Dense(self.num_classes, dtype=self.dtype,
+                 param_dtype=self.param_dtype, name="fc8")(x)
+    return x.astype(jnp.float32)
+
+
 REGISTRY: dict[str, ModelSpec] = {
     "small_cnn": ModelSpec(
         functools.partial(SmallCNN), "classification", input_size=(32, 32),
@@ -102,4 +148,8 @@ REGISTRY: dict[str, ModelSpec] = {
     "lenet5": ModelSpec(
         functools.partial(LeNet5), "classification", input_size=(32, 32),
         smoke=frozen(), smoke_size=(28, 28), in_channels=1),
+    "alexnet": ModelSpec(
+        functools.partial(AlexNet), "classification",
+        smoke=frozen(widths=(4, 8, 8, 8, 8), hidden=16),
+        smoke_size=(67, 65)),
 }

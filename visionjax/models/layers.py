@@ -217,6 +217,20 @@ def max_pool(x: jax.Array, window: int = 2, stride: Optional[int] = None,
   return nn.max_pool(x, (window, window), (s, s), padding=padding)
 
 
+def max_pool_ceil(x: jax.Array, window: int = 2,
+                  stride: Optional[int] = None) -> jax.Array:
+  """PyTorch `ceil_mode=True` max pool: output side ceil((H - k) / s) + 1.
+
+  Pads the bottom/right with -inf only where the last window would be cut
+  off, so even sizes give exactly the floor-mode result and a stride-s
+  feature of an H-pixel image always has ceil(H / s) rows.
+  """
+  s = window if stride is None else stride
+  pads = [(0, (-(n - window) % s) if n > window else window - n)
+          for n in x.shape[1:3]]
+  return nn.max_pool(x, (window, window), (s, s), padding=pads)
+
+
 def count_params(variables_or_shapes: Any) -> int:
   """Number of trainable parameters (the 'params' collection only).
 

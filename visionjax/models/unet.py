@@ -16,20 +16,24 @@ Options:
                   layers.UpConv2x) or 'bilinear' (resize + 1×1 conv).
   dropout_rate    dropout at the bottleneck (the paper's end of the
                   contracting path), active when train=True.
-  encoder         None (the paper's encoder) or a registered backbone name
-                  ('resnet18', 'resnet34', 'resnet50', 'vgg16', 'vgg16_bn',
-                  ...): its stride-1..16 features replace the contracting
-                  path and the decoder widths follow `features`.
+  encoder         None (the paper's encoder) or a backbone name from
+                  backbones.ENCODERS ('resnet34', 'vgg16_bn', ...), with
+                  `encoder_kwargs` field overrides. Its features replace the
+                  contracting path: features[i] is the decoder width at
+                  stride 2**i, the backbone's stride-2**(len-1) map is the
+                  bottleneck (features[-1] is then unused), and strides the
+                  backbone lacks are filled by DoubleConvs.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from visionjax.models.backbones import SMOKE_ENCODER, build_encoder, by_stride
 from visionjax.models.layers import (ConvNormAct, Dtype, ModelSpec, UpConv2x,
                                      batch_norm, center_crop, check_images,
                                      crop_to, frozen, max_pool,
@@ -96,6 +100,7 @@ class UNet(nn.Module):
   upsample: str = "learned"
   padding: str = "same"
   encoder: Optional[str] = None
+  encoder_kwargs: Optional[Mapping[str, Any]] = None
   act: Callable = nn.relu
   axis_name: Optional[str] = None
   dtype: Dtype = jnp.float32
@@ -159,32 +164,29 @@ class UNet(nn.Module):
   def _encode(self, x: jax.Array, depth: int, train: bool
               ) -> Tuple[list, jax.Array]:
     """Skips at strides 1..2**(depth-1) and the stride-2**depth bottleneck."""
-    from visionjax.models.encoders import build_encoder  # avoids an import cycle.
-    enc = build_encoder(self.encoder, axis_name=self.axis_name,
-                        dtype=self.dtype, param_dtype=self.param_dtype,
-                        name="encoder")
-    feats = enc(x, train=train)
-    by_stride = {enc.feature_strides[k]: v for k, v in feats.items()}
-    missing = [2 ** i for i in range(depth + 1) if 2 ** i not in by_stride]
-    # Strides the backbone does not produce (ResNet has no stride-1 map) are
-    # filled by a DoubleConv on the image, or a pool of the previous skip.
+    enc = build_encoder(self.encoder, self.encoder_kwargs,
+                        axis_name=self.axis_name, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="encoder")
+    feats = by_stride(enc(x, train=train), enc.feature_strides)
+    if 2 ** depth not in feats:
+      raise ValueError(
+          f"UNet: encoder {self.encoder!r} has strides {sorted(feats)}; a "
+          f"{len(self.features)}-entry `features` needs stride {2 ** depth} "
+          "for the bottleneck")
+    # Strides the backbone lacks (ResNet has no stride-1 map) get a
+    # DoubleConv on the image, or on a pool of the previous skip.
     skips, prev = [], x
     for i in range(depth):
-      s = 2 ** i
-      if s in by_stride:
-        prev = by_stride[s]
+      if 2 ** i in feats:
+        prev = feats[2 ** i]
       else:
-        src = x if i == 0 else max_pool(prev, 2)
-        prev = DoubleConv(self.features[i], norm=batch_norm(
-            train, self.axis_name, self.dtype, self.param_dtype),
-                          act=self.act, dtype=self.dtype,
-                          param_dtype=self.param_dtype,
-                          name=f"stem{i + 1}")(src)
+        norm = batch_norm(train, self.axis_name, self.dtype, self.param_dtype)
+        prev = DoubleConv(self.features[i], norm=norm, act=self.act,
+                          dtype=self.dtype, param_dtype=self.param_dtype,
+                          name=f"stem{i + 1}")(
+                              x if i == 0 else max_pool(prev, 2))
       skips.append(prev)
-    if 2 ** depth in missing:
-      raise ValueError(f"UNet: encoder {self.encoder!r} has no stride "
-                       f"{2 ** depth} feature for a {depth}-level decoder")
-    return skips, by_stride[2 ** depth]
+    return skips, feats[2 ** depth]
 
 
 _SMALL = frozen(features=(8, 16, 32))
@@ -200,6 +202,18 @@ REGISTRY: dict[str, ModelSpec] = {
                           dropout_rate=0.5), "segmentation",
         input_size=(388, 388), in_channels=1,
         smoke=frozen(features=(8, 16, 32))),
+    "unet_resnet34": ModelSpec(
+        functools.partial(UNet, encoder="resnet34",
+                          features=(32, 64, 64, 128, 256, 512)),
+        "segmentation", input_size=(256, 256),
+        smoke=frozen(features=(4, 4, 8, 8, 16, 16),
+                     encoder_kwargs=SMOKE_ENCODER["resnet34"])),
+    "unet_vgg16_bn": ModelSpec(
+        functools.partial(UNet, encoder="vgg16_bn",
+                          features=(64, 128, 256, 512, 512, 512)),
+        "segmentation", input_size=(256, 256),
+        smoke=frozen(features=(4, 8, 8, 16, 16, 16),
+                     encoder_kwargs=SMOKE_ENCODER["vgg16_bn"])),
     "unet_bilinear": ModelSpec(
         functools.partial(UNet, upsample="bilinear"), "segmentation",
         input_size=(256, 256), smoke=_SMALL),

@@ -1,0 +1,180 @@
+"""Shared layers and structural behaviour of the zoo, against references.
+
+- UpConv2x (1×1 conv + depth-to-space) equals flax `nn.ConvTranspose` 2×2/2
+  with mapped weights, and both equal a NumPy transposed convolution.
+- adaptive_avg_pool equals PyTorch's AdaptiveAvgPool2d window rule (NumPy).
+- ceil-mode pooling, U-Net overlap-tile geometry (572 -> 388), encoder
+  strides, SegNet's use of the pooling indices, FCN skip init, and the
+  `axis_name` contract under pmap.
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import visionjax.models as vm
+from visionjax.models import layers
+from visionjax.models.unet import valid_tiling
+
+
+def np_transposed_conv_2x2(x, w, b):
+  """y[2i+a, 2j+b, o] = sum_c x[i, j, c] w[a, b, c, o] + b (PyTorch layout)."""
+  n, h, wd, _ = x.shape
+  y = np.zeros((n, 2 * h, 2 * wd, w.shape[-1]), np.float64)
+  for a in range(2):
+    for c in range(2):
+      y[:, a::2, c::2] = np.einsum("nhwc,co->nhwo", x, w[a, c])
+  return y + b
+
+
+def test_upconv_equals_conv_transpose_and_numpy():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 5, 7, 3)).astype(np.float32)
+  ct = nn.ConvTranspose(4, (2, 2), (2, 2), padding="VALID")
+  ct_vars = ct.init(jax.random.key(0), x)
+  kernel = np.asarray(ct_vars["params"]["kernel"])
+  bias = rng.standard_normal(4).astype(np.float32)
+  y_ct = ct.apply({"params": {"kernel": kernel, "bias": bias}}, x)
+
+  up = layers.UpConv2x(4)
+  up_params = {"conv": {"kernel": layers.conv_transpose_kernel_to_1x1(
+      jnp.asarray(kernel))}, "bias": bias}
+  y_up = up.apply({"params": up_params}, x)
+  assert y_up.shape == (2, 10, 14, 4)
+  np.testing.assert_allclose(np.asarray(y_up), np.asarray(y_ct), atol=1e-5)
+  # flax's ConvTranspose (transpose_kernel=False) flips the taps.
+  ref = np_transposed_conv_2x2(x, kernel[::-1, ::-1], bias)
+  np.testing.assert_allclose(np.asarray(y_up), ref, atol=1e-5)
+  # Same parameter count as the transposed convolution (C·4·F + F).
+  assert layers.count_params(up.init(jax.random.key(1), x)) == 3 * 4 * 4 + 4
+
+
+def test_depth_to_space_layout_and_inverse():
+  x = np.arange(1 * 2 * 3 * 8, dtype=np.float32).reshape(1, 2, 3, 8)
+  y = np.asarray(layers.depth_to_space(jnp.asarray(x), 2))
+  for i in range(2):
+    for j in range(3):
+      for r1 in range(2):
+        for r2 in range(2):
+          np.testing.assert_array_equal(y[0, 2 * i + r1, 2 * j + r2],
+                                        x[0, i, j, (r1 * 2 + r2) * 2:
+                                          (r1 * 2 + r2) * 2 + 2])
+  np.testing.assert_array_equal(
+      np.asarray(layers.space_to_depth(jnp.asarray(y), 2)), x)
+
+
+@pytest.mark.parametrize("h,w,out", [(13, 9, 7), (14, 14, 7), (5, 8, 6)])
+def test_adaptive_avg_pool_matches_pytorch_windows(h, w, out):
+  x = np.random.default_rng(1).standard_normal((2, h, w, 3))
+  ref = np.zeros((2, out, out, 3))
+  for i in range(out):
+    for j in range(out):
+      r0, r1 = (i * h) // out, -(-((i + 1) * h) // out)
+      c0, c1 = (j * w) // out, -(-((j + 1) * w) // out)
+      ref[:, i, j] = x[:, r0:r1, c0:c1].mean(axis=(1, 2))
+  got = layers.adaptive_avg_pool(jnp.asarray(x, jnp.float32), out)
+  np.testing.assert_allclose(np.asarray(got), ref, atol=1e-5)
+
+
+def test_ceil_pool_pad_and_crop():
+  x = jnp.asarray(np.random.default_rng(2).standard_normal((1, 5, 4, 1)),
+                  jnp.float32)
+  y = np.asarray(layers.max_pool_ceil(x, 2))
+  assert y.shape == (1, 3, 2, 1)
+  np.testing.assert_array_equal(y[0, 2, :, 0],
+                                np.asarray(x)[0, 4].reshape(2, 2).max(-1))
+  p, size = layers.pad_to_multiple(x, 4)
+  assert p.shape == (1, 8, 4, 1) and size == (5, 4)
+  np.testing.assert_array_equal(np.asarray(layers.crop_to(p, size)), x)
+
+
+def test_unet_valid_tiling_matches_paper_geometry():
+  assert valid_tiling(388, 4) == (92, 92)  # 572×572 input -> 388×388 map.
+  before, after = valid_tiling(33, 4)
+  assert before == 92 and (33 + before + after - 184) >= 33
+
+
+def test_encoder_strides_and_output_stride():
+  from visionjax.models.backbones import build_encoder
+  r = build_encoder("resnet50", output_stride=8)
+  assert r.feature_strides == {"stem": 2, "layer1": 4, "layer2": 8,
+                               "layer3": 8, "layer4": 8}
+  assert build_encoder("vgg16").feature_strides["pool5"] == 32
+  ssd = build_encoder("vgg16", ssd=True).feature_strides
+  assert ssd["conv4"] == 8 and ssd["fc7"] == 16
+  # SSD300: ceil-mode pools give the 38×38 conv4_3 and 19×19 fc7 maps.
+  shapes = jax.eval_shape(
+      lambda x: build_encoder("vgg16", ssd=True).init_with_output(
+          jax.random.key(0), x)[0], jax.ShapeDtypeStruct((1, 300, 300, 3),
+                                                         jnp.float32))
+  assert shapes["conv4"].shape == (1, 38, 38, 512)
+  assert shapes["fc7"].shape == (1, 19, 19, 1024)
+  with pytest.raises(ValueError, match="valid encoders"):
+    build_encoder("resnet9000")
+
+
+def test_segnet_decoder_unpools_at_the_encoder_argmax_positions():
+  """The decoder's unpooled map is NumPy pool-with-indices + unpool of the
+  encoder output: values at the argmax positions, zeros elsewhere."""
+  from test_pooling import np_pool, np_unpool
+  model = vm.create("segnet", stage_sizes=(1,), widths=(3,), num_classes=2)
+  x = jax.random.normal(jax.random.key(0), (1, 6, 8, 3))
+  variables = jax.jit(model.init)(jax.random.key(1, impl="rbg"), x)
+  _, inter = jax.jit(functools.partial(
+      model.apply, capture_intermediates=lambda m, _: m.name == "conv1_1",
+      mutable=["intermediates"]))(variables, x)
+  enc = np.asarray(inter["intermediates"]["conv1_1"]["__call__"][0])
+  unpooled = np.asarray(inter["intermediates"]["unpool1"][0])
+  vals, idx = np_pool(enc, 2, 2)
+  np.testing.assert_array_equal(unpooled, np_unpool(vals, idx, 6, 8))
+  assert (unpooled != 0).sum() > 0.5 * vals.size  # not trivially all-zero.
+
+
+def test_fcn_skips_start_at_zero_so_8s_is_upsampled_32s_scores():
+  """New score layers start at zero (Long et al.): at init FCN-8s output is
+  just its stride-32 scores upsampled 2×, 2×, 8× — nothing from the skips."""
+  small = dict(encoder_kwargs={"stage_sizes": (1,) * 5,
+                               "widths": (4, 4, 8, 8, 8)}, fc_width=8,
+               fc_kernel=3)
+  model = vm.create("fcn8s", **small)
+  x = jax.random.normal(jax.random.key(0), (1, 40, 36, 3))
+  variables = jax.jit(model.init)(jax.random.key(1, impl="rbg"), x)
+  y8, inter = jax.jit(functools.partial(
+      model.apply, capture_intermediates=lambda m, _: m.name == "score_fr",
+      mutable=["intermediates"]))(variables, x)
+  score = inter["intermediates"]["score_fr"]["__call__"][0]
+  assert score.shape == (1, 2, 2, 21)  # 40×36 padded to 64×64, stride 32.
+  ref = score
+  for size in ((4, 4), (8, 8), (64, 64)):
+    ref = layers.resize_bilinear(ref, size)
+  assert y8.shape == (1, 40, 36, 21)
+  np.testing.assert_allclose(np.asarray(y8), np.asarray(ref[:, :40, :36]),
+                             atol=1e-5)
+  flat = jax.tree_util.tree_leaves_with_path(variables["params"])
+  skip_kernels = [v for p, v in flat if "score_stride" in jax.tree_util.
+                  keystr(p) and "kernel" in jax.tree_util.keystr(p)]
+  assert len(skip_kernels) == 2 and all(np.all(np.asarray(k) == 0)
+                                        for k in skip_kernels)
+
+
+def test_axis_name_averages_batch_statistics_across_devices():
+  """With axis_name='batch' under pmap, BN statistics are the global ones."""
+  model = vm.create("unet_small", features=(4, 8), num_classes=2)
+  x = jax.random.normal(jax.random.key(0), (8, 2, 8, 8, 3)) * 3 + 1
+  variables = jax.jit(model.init)(jax.random.key(1, impl="rbg"), x[0])
+  pm = model.clone(axis_name="batch")
+
+  def stats(v, xb):
+    return pm.apply(v, xb, train=True, mutable=["batch_stats"])[1]
+
+  dist = jax.pmap(stats, axis_name="batch", in_axes=(None, 0))(variables, x)
+  full = jax.jit(functools.partial(model.apply, train=True,
+                                   mutable=["batch_stats"]))(
+      variables, x.reshape(16, 8, 8, 3))[1]
+  got = jax.tree_util.tree_map(lambda a: np.asarray(a[0]), dist)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4,
+                                              atol=1e-5), got, full)

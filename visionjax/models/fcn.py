@@ -1,0 +1,104 @@
+"""Fully convolutional networks (Long, Shelhamer & Darrell 2015).
+
+FCN-32s / FCN-16s / FCN-8s on VGG-16 as in the paper: the VGG-16 conv
+layers, fc6/fc7 recast as convolutions (7×7×4096 and 1×1×4096 with ReLU and
+dropout 0.5), a 1×1 class scorer, and the skip architecture: scores from
+pool4 (FCN-16s) and pool3 (FCN-8s) are added to the 2× upsampled coarser
+scores before the final upsampling to the input resolution. New score layers
+start at zero as in the paper, so FCN-16s/8s start out equal to FCN-32s.
+
+On a ResNet backbone the fc6/fc7 layers are omitted (ResNet has no fully
+connected trunk to convert): layer4 (stride 32), layer3 (16) and layer2 (8)
+are scored directly.
+
+Upsampling is bilinear interpolation. The reference Caffe models implement
+it as deconvolutions with fixed bilinear kernels (lr_mult 0); a resize
+computes the same interpolation without a 64×64 stride-32 transposed
+convolution, which is slow on XLA:CPU. Instead of the reference's 100-pixel
+input padding and Crop layers, the input is padded to a multiple of 32 and
+the logits are cropped back, so any H×W works.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from visionjax.models.backbones import (SMOKE_ENCODER, build_encoder,
+                                        by_stride)
+from visionjax.models.layers import (Dtype, ModelSpec, check_images, crop_to,
+                                     frozen, max_pool_ceil, pad_to_multiple,
+                                     resize_bilinear)
+
+
+class FCN(nn.Module):
+  """FCN-{32,16,8}s: images [B, H, W, C] -> logits [B, H, W, num_classes]."""
+  num_classes: int = 21
+  output_stride: int = 8  # 32, 16 or 8: the finest skip that is fused.
+  encoder: str = "vgg16"
+  encoder_kwargs: Optional[Mapping[str, Any]] = None
+  fc_width: int = 4096
+  fc_kernel: int = 7
+  dropout_rate: float = 0.5
+  act: Callable = nn.relu
+  axis_name: Optional[str] = None
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    check_images(images, "FCN")
+    if self.output_stride not in (8, 16, 32):
+      raise ValueError(f"FCN: output_stride must be 8, 16 or 32, got "
+                       f"{self.output_stride}")
+    x, (h, w) = pad_to_multiple(images.astype(self.dtype), 32)
+    enc = build_encoder(self.encoder, self.encoder_kwargs,
+                        axis_name=self.axis_name, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="encoder")
+    feats = enc(x, train=train)
+    score = functools.partial(nn.Conv, self.num_classes, (1, 1),
+                              dtype=self.dtype, param_dtype=self.param_dtype)
+    if "pool5" in feats:  # VGG: pool3/pool4 skips and convolutional fc6/fc7.
+      skips = {8: max_pool_ceil(feats["conv3"]),
+               16: max_pool_ceil(feats["conv4"])}
+      y = feats["pool5"]
+      for i, k in ((6, self.fc_kernel), (7, 1)):
+        y = nn.Conv(self.fc_width, (k, k), padding="SAME", dtype=self.dtype,
+                    param_dtype=self.param_dtype, name=f"fc{i}")(y)
+        y = nn.Dropout(self.dropout_rate, deterministic=not train)(
+            self.act(y))
+    else:
+      strided = by_stride(feats, enc.feature_strides)
+      if 32 not in strided:
+        raise ValueError(f"FCN: encoder {self.encoder!r} has no stride-32 "
+                         f"feature (strides {sorted(strided)})")
+      skips, y = strided, strided[32]
+    y = score(name="score_fr")(y)
+    stride = 32
+    while stride > self.output_stride:
+      stride //= 2
+      skip = score(kernel_init=nn.initializers.zeros,
+                   name=f"score_stride{stride}")(skips[stride])
+      y = resize_bilinear(y, skip.shape[1:3]) + skip
+    y = resize_bilinear(y, x.shape[1:3])
+    return crop_to(y, (h, w)).astype(jnp.float32)
+
+
+def _variants() -> Dict[str, ModelSpec]:
+  out = {}
+  for stride in (32, 16, 8):
+    out[f"fcn{stride}s"] = ModelSpec(
+        functools.partial(FCN, output_stride=stride), "segmentation",
+        input_size=(512, 512), smoke=frozen(
+            encoder_kwargs=SMOKE_ENCODER["vgg16"], fc_width=16, fc_kernel=3))
+    out[f"fcn{stride}s_resnet50"] = ModelSpec(
+        functools.partial(FCN, output_stride=stride, encoder="resnet50"),
+        "segmentation", input_size=(512, 512),
+        smoke=frozen(encoder_kwargs=SMOKE_ENCODER["resnet50"]))
+  return out
+
+
+REGISTRY: Dict[str, ModelSpec] = _variants()
