@@ -14,6 +14,7 @@ in `DATASETS`; an unknown name raises an error listing the known ones.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Callable
 
 import ml_collections
@@ -103,15 +104,49 @@ def class_names(dc: ml_collections.ConfigDict, task: str) -> tuple[str, ...]:
   return adapter(dc).class_names[task]
 
 
+def _augment_entry(entry) -> tuple[str, dict]:
+  """``'name'`` or ``('name', {kwargs})`` -> (name, kwargs)."""
+  if isinstance(entry, str):
+    return entry, {}
+  if (isinstance(entry, (tuple, list)) and len(entry) == 2
+      and isinstance(entry[0], str) and hasattr(entry[1], "items")):
+    return entry[0], dict(entry[1].items())
+  raise ValueError(f"bad config.dataset.augment entry {entry!r}; expected a "
+                   "name or a (name, {option: value}) pair")
+
+
 def make_augment(config: ml_collections.ConfigDict, train: bool
                  ) -> augment_lib.Op:
-  """The chain of augmentation ops named by ``config.dataset.augment``."""
-  names = tuple(config.dataset.get("augment", ())) if train else ()
-  unknown = [n for n in names if n not in augment_lib.OPS]
+  """The chain of augmentation ops named by ``config.dataset.augment``.
+
+  Entries are op names or ``(name, {option: value})``. Ops taking ``size``
+  default to ``config.dataset.image_size``, ops taking ``fill`` to the
+  dataset's mean pixel (so padding normalizes to zero).
+  """
+  dc = config.dataset
+  entries = [_augment_entry(e) for e in (dc.get("augment", ()) if train else ())]
+  unknown = [n for n, _ in entries if n not in augment_lib.OPS]
   if unknown:
     raise ValueError(f"unknown augmentation(s) {unknown}; known: "
                      f"{sorted(augment_lib.OPS)}")
-  return augment_lib.chain([augment_lib.OPS[n]() for n in names])
+  ops = []
+  for name, kwargs in entries:
+    factory = augment_lib.OPS[name]
+    params = inspect.signature(factory).parameters
+    if "size" in params and "size" not in kwargs and dc.get("image_size"):
+      kwargs["size"] = tuple(dc.image_size)
+    if "fill" in params and "fill" not in kwargs:
+      kwargs["fill"] = mean_pixel(dc)
+    try:
+      ops.append(factory(**kwargs))
+    except TypeError as e:
+      raise ValueError(f"bad option for augmentation {name!r}: {e}") from None
+  return augment_lib.chain(ops)
+
+
+def mean_pixel(dc: ml_collections.ConfigDict) -> tuple[float, float, float]:
+  """The dataset mean as a 0..255 pixel (the padding colour)."""
+  return tuple(round(255.0 * float(m)) for m in dc.get("mean", (0.5, 0.5, 0.5)))
 
 
 def largest_box_cxcywh(boxes: tf.Tensor) -> tf.Tensor:

@@ -1,0 +1,259 @@
+"""Deterministic geometric transforms that keep image, mask and boxes in sync.
+
+Every function takes a canonical example (see `visionjax.data.adapters`) and
+explicit parameters, and returns the transformed example:
+
+* ``image`` uint8 [H, W, 3] is resampled bilinearly (rounded back to uint8),
+* ``mask`` int32 [H, W] by nearest neighbour, new pixels get `IGNORE` (255),
+* ``boxes`` float32 [N, 4] normalized (ymin, xmin, ymax, xmax) are mapped by
+  the same geometry, clipped to the frame, and dropped (together with every
+  other per-box key, ``box_*``) when less than ``min_size_px`` of them is left.
+
+The random augmentations in `visionjax.data.augment` only sample parameters
+and call these, so the geometry is tested once, against NumPy references, with
+known parameters. All functions work eagerly and inside ``tf.data``.
+
+Coordinates: pixel *edges* run from 0 to W (pixel i covers [i, i+1)); the
+affine warp works in pixel *centre* coordinates (pixel i at i), the convention
+of ``ImageProjectiveTransformV3``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+Example = dict[str, tf.Tensor]
+IGNORE = 255
+MIN_BOX_PX = 1.0  # a box keeps at least this many pixels of height and width
+
+
+def hw(ex: Example) -> tuple[tf.Tensor, tf.Tensor]:
+  """Height and width of the example's image (int32 scalars)."""
+  s = tf.shape(ex["image"])
+  return s[0], s[1]
+
+
+def box_fields(ex: Example) -> list[str]:
+  """Keys holding one entry per box (``boxes`` and ``box_*``)."""
+  return [k for k in ex if k == "boxes" or k.startswith("box_")]
+
+
+def keep_boxes(ex: Example, keep: tf.Tensor) -> Example:
+  """Drops the boxes where ``keep`` is False from every per-box field."""
+  out = dict(ex)
+  for k in box_fields(ex):
+    out[k] = tf.boolean_mask(ex[k], keep)
+  return out
+
+
+def _to_uint8(x: tf.Tensor) -> tf.Tensor:
+  return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
+
+
+def _fill(fill: Sequence[float] | float | tf.Tensor) -> tf.Tensor:
+  return tf.broadcast_to(tf.cast(fill, tf.float32), [3])
+
+
+def set_pixel_boxes(ex: Example, boxes_px: tf.Tensor, out_h, out_w,
+                    min_size_px: float = MIN_BOX_PX,
+                    keep: tf.Tensor | None = None) -> Example:
+  """Stores ``boxes_px`` (pixel edges of the new frame) clipped and normalized.
+
+  A box is dropped when, after clipping, its height or width is below
+  ``min_size_px`` pixels (it left the frame), or where ``keep`` is False.
+  """
+  out_h, out_w = tf.cast(out_h, tf.float32), tf.cast(out_w, tf.float32)
+  hi = tf.stack([out_h, out_w, out_h, out_w])
+  clipped = tf.clip_by_value(boxes_px, 0.0, hi)
+  tol = min_size_px - 1e-3  # normalized float32 boxes are off by ~1e-5 px
+  ok = ((clipped[:, 2] - clipped[:, 0] >= tol) & (clipped[:, 3] - clipped[:, 1] >= tol))
+  if keep is not None:
+    ok &= keep
+  out = keep_boxes({**ex, "boxes": clipped / hi}, ok)
+  out["boxes"] = tf.reshape(out["boxes"], [-1, 4])
+  return out
+
+
+def pixel_boxes(ex: Example) -> tf.Tensor:
+  """The example's boxes in pixel-edge coordinates."""
+  h, w = hw(ex)
+  h, w = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+  return tf.cast(ex["boxes"], tf.float32) * tf.stack([h, w, h, w])
+
+
+def crop_or_pad(ex: Example, top, left, height, width,
+                fill: Sequence[float] | float = 0.0,
+                min_size_px: float = MIN_BOX_PX,
+                box_keep: tf.Tensor | None = None) -> Example:
+  """The window [top, top+height) x [left, left+width) of the example.
+
+  The window may extend past the image (negative ``top``/``left`` or beyond
+  the far edge): image pixels there are ``fill`` (per channel), mask pixels
+  `IGNORE`. So this one function implements cropping, padding and the SSD
+  zoom-out canvas.
+  """
+  h, w = hw(ex)
+  top, left = tf.cast(top, tf.int32), tf.cast(left, tf.int32)
+  height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+  pt, pl = tf.maximum(0, -top), tf.maximum(0, -left)
+  pb = tf.maximum(0, top + height - h)
+  pr = tf.maximum(0, left + width - w)
+  y0, x0 = top + pt, left + pl
+  out = dict(ex)
+  # tf.pad only fills with a scalar: pad (image - fill) with 0, add fill back.
+  f = _fill(fill)
+  img = tf.pad(tf.cast(ex["image"], tf.float32) - f, [[pt, pb], [pl, pr], [0, 0]]) + f
+  out["image"] = _to_uint8(img[y0:y0 + height, x0:x0 + width])
+  if "mask" in ex:
+    m = tf.pad(ex["mask"], [[pt, pb], [pl, pr]], constant_values=IGNORE)
+    out["mask"] = m[y0:y0 + height, x0:x0 + width]
+  if "boxes" in ex:
+    shift = tf.cast(tf.stack([top, left, top, left]), tf.float32)
+    out = set_pixel_boxes(out, pixel_boxes(ex) - shift, height, width,
+                          min_size_px, box_keep)
+  return out
+
+
+def resize(ex: Example, size, antialias: bool = False) -> Example:
+  """Resizes to ``size`` (h, w): bilinear image, nearest mask; boxes follow.
+
+  Normalized boxes are unchanged by a resize of the whole frame.
+  """
+  size = tf.cast(size, tf.int32)
+  out = dict(ex)
+  img = tf.image.resize(tf.cast(ex["image"], tf.float32), size,
+                        method="bilinear", antialias=antialias)
+  out["image"] = _to_uint8(img)
+  if "mask" in ex:
+    out["mask"] = tf.image.resize(ex["mask"][..., None], size,
+                                  method="nearest")[..., 0]
+  return out
+
+
+def flip_left_right(ex: Example) -> Example:
+  """Mirrors the example horizontally."""
+  out = dict(ex)
+  out["image"] = ex["image"][:, ::-1]
+  if "mask" in ex:
+    out["mask"] = ex["mask"][:, ::-1]
+  if "boxes" in ex:
+    b = ex["boxes"]
+    out["boxes"] = tf.stack([b[:, 0], 1.0 - b[:, 3], b[:, 2], 1.0 - b[:, 1]], axis=1)
+  return out
+
+
+def fit(ex: Example, size: Sequence[int], *, keep_aspect: bool,
+        allow_upscale: bool = True, fill: Sequence[float] | float = 0.0) -> Example:
+  """Brings the example to exactly ``size`` (h, w), with a static shape.
+
+  ``keep_aspect=False`` stretches the whole image to ``size``. With
+  ``keep_aspect=True`` it is scaled to fit inside ``size`` (never enlarged
+  unless ``allow_upscale``) and padded at the bottom/right with ``fill`` and
+  mask `IGNORE`, so every labelled pixel is kept and padding is ignored.
+  """
+  th, tw = int(size[0]), int(size[1])
+  h, w = hw(ex)
+  if keep_aspect:
+    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    scale = tf.minimum(th / hf, tw / wf)
+    if not allow_upscale:
+      scale = tf.minimum(scale, 1.0)
+    nh = tf.clip_by_value(tf.cast(tf.round(hf * scale), tf.int32), 1, th)
+    nw = tf.clip_by_value(tf.cast(tf.round(wf * scale), tf.int32), 1, tw)
+  else:
+    nh, nw = tf.constant(th), tf.constant(tw)
+  same = tf.logical_and(tf.equal(nh, h), tf.equal(nw, w))
+  keys = list(ex)
+  resized = tf.cond(same, lambda: {k: ex[k] for k in keys},
+                    lambda: resize(ex, tf.stack([nh, nw])))
+  if keep_aspect:
+    resized = crop_or_pad(resized, 0, 0, th, tw, fill=fill)
+  out = dict(resized)
+  out["image"] = tf.ensure_shape(out["image"], [th, tw, 3])
+  if "mask" in out:
+    out["mask"] = tf.ensure_shape(out["mask"], [th, tw])
+  return out
+
+
+# ----------------------------------------------------------------- affine warps
+def centre_affine(h, w, linear: tf.Tensor, shift=(0.0, 0.0)) -> tf.Tensor:
+  """3x3 forward map (x, y, 1) about the image centre, then shifted.
+
+  ``linear`` is the 2x2 matrix acting on (x, y) (x = column); ``shift`` is
+  (dy, dx) in pixels.
+  """
+  cy = (tf.cast(h, tf.float32) - 1.0) / 2.0
+  cx = (tf.cast(w, tf.float32) - 1.0) / 2.0
+  linear = tf.cast(linear, tf.float32)
+  c = tf.stack([cx, cy])
+  t = c - tf.linalg.matvec(linear, c) + tf.stack(
+      [tf.cast(shift[1], tf.float32), tf.cast(shift[0], tf.float32)])
+  top = tf.concat([linear, t[:, None]], axis=1)
+  return tf.concat([top, tf.constant([[0.0, 0.0, 1.0]])], axis=0)
+
+
+def rotation_matrix(degrees) -> tf.Tensor:
+  """Counter-clockwise on screen (y points down) rotation by ``degrees``."""
+  a = tf.cast(degrees, tf.float32) * (3.141592653589793 / 180.0)
+  c, s = tf.cos(a), tf.sin(a)
+  return tf.stack([tf.stack([c, s]), tf.stack([-s, c])])
+
+
+def shear_matrix(shear_x_degrees, shear_y_degrees=0.0) -> tf.Tensor:
+  kx = tf.tan(tf.cast(shear_x_degrees, tf.float32) * (3.141592653589793 / 180.0))
+  ky = tf.tan(tf.cast(shear_y_degrees, tf.float32) * (3.141592653589793 / 180.0))
+  return tf.stack([tf.stack([1.0, kx]), tf.stack([ky, 1.0])])
+
+
+def zoom_matrix(zoom_y, zoom_x=None) -> tf.Tensor:
+  """Scales content by (zoom_y, zoom_x): > 1 zooms in, < 1 zooms out."""
+  zoom_x = zoom_y if zoom_x is None else zoom_x
+  zy, zx = tf.cast(zoom_y, tf.float32), tf.cast(zoom_x, tf.float32)
+  return tf.stack([tf.stack([zx, 0.0]), tf.stack([0.0, zy])])
+
+
+def affine(ex: Example, forward: tf.Tensor, fill: Sequence[float] | float = 0.0,
+           min_size_px: float = MIN_BOX_PX) -> Example:
+  """Warps by the 3x3 ``forward`` map (input centre coords -> output coords).
+
+  The output has the input's size. Boxes become the axis-aligned envelope of
+  their four mapped corners (so a rotated object stays inside its box).
+  """
+  h, w = hw(ex)
+  forward = tf.cast(forward, tf.float32)
+  inv = tf.linalg.inv(forward)
+  inv = inv / inv[2, 2]
+  t = tf.reshape(inv, [9])[:8][None]
+  out = dict(ex)
+  f = _fill(fill)
+  img = tf.raw_ops.ImageProjectiveTransformV3(
+      images=(tf.cast(ex["image"], tf.float32) - f)[None], transforms=t,
+      output_shape=tf.stack([h, w]), fill_value=0.0, interpolation="BILINEAR",
+      fill_mode="CONSTANT")[0] + f
+  out["image"] = _to_uint8(img)
+  if "mask" in ex:
+    out["mask"] = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(ex["mask"], tf.int32)[None, ..., None], transforms=t,
+        output_shape=tf.stack([h, w]), fill_value=float(IGNORE),
+        interpolation="NEAREST", fill_mode="CONSTANT")[0, ..., 0]
+  if "boxes" in ex:
+    b = pixel_boxes(ex)  # edges (y0, x0, y1, x1)
+    ys = tf.stack([b[:, 0], b[:, 0], b[:, 2], b[:, 2]], 1) - 0.5  # -> centres
+    xs = tf.stack([b[:, 1], b[:, 3], b[:, 1], b[:, 3]], 1) - 0.5
+    nx = forward[0, 0] * xs + forward[0, 1] * ys + forward[0, 2] + 0.5
+    ny = forward[1, 0] * xs + forward[1, 1] * ys + forward[1, 2] + 0.5
+    env = tf.stack([tf.reduce_min(ny, 1), tf.reduce_min(nx, 1),
+                    tf.reduce_max(ny, 1), tf.reduce_max(nx, 1)], 1)
+    out = set_pixel_boxes(out, env, h, w, min_size_px)
+  return out
+
+
+def box_iou(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tf.Tensor:
+  """IoU matrix [A, B] of (ymin, xmin, ymax, xmax) boxes (any common units)."""
+  a, b = boxes_a[:, None], boxes_b[None]
+  ih = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
+  iw = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
+  inter = ih * iw
+  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+  return inter / tf.maximum(area(a) + area(b) - inter, 1e-12)
