@@ -30,10 +30,20 @@ def main(argv):
   try:
     metrics = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (ValueError, loop.NonFiniteLossError) as e:
-    logging.error("%s", e)
     sys.exit(f"error: {e}")
   print({k: v for k, v in metrics.items() if not isinstance(v, list)})
 
 
+def _parse_flags(argv):
+  """absl flag parsing, with config override mistakes reported in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    msg = " ".join(str(e).replace("\\'", "'").replace("\\n", " ").strip("'\"").split())
+    if isinstance(e, AttributeError):  # ml_collections: no such config field
+      msg = "unknown config key " + msg.replace("'", "", 2)
+    sys.exit(f"error: bad command-line flag: {msg}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -120,13 +120,39 @@ def build(config: ml_collections.ConfigDict, *, devices: list | None = None) -> 
 
 def evaluate(exp: Experiment, state: Any, split: str | None = None,
              progress: bool = False) -> dict[str, Any]:
-  """Exact metrics over one pass of ``split`` (default: the eval split)."""
+  """Exact metrics over one pass of ``split`` (default: the eval split).
+
+  Tasks whose metrics are not sums (detection AP) define ``eval_examples``:
+  their jitted eval step also returns per-example padded outputs, which are
+  pulled to host each batch and folded into ``task.eval_update``'s state;
+  the result is ``task.summarize(sums, state)``.
+  """
+  from visionjax.detection.task import example_eval_step
+  per_example = hasattr(exp.task, "eval_examples")
+  if per_example:
+    step = exp.__dict__.get("_example_eval_step")
+    if step is None:  # compiled once per Experiment, like `exp.eval_step`
+      step = exp.__dict__["_example_eval_step"] = exp.engine.compile_eval(functools.partial(
+          example_eval_step, model=exp.model, task=exp.task, channels=exp.channels,
+          axis_name=exp.engine.axis_name))
+    acc = None
   totals = None
   batches = pipeline.eval_batches(exp.config, split)
   for batch in tqdm(batches, desc="eval", disable=not progress, leave=False):
-    sums = exp.eval_step(state, exp.engine.put_batch(batch))
+    if not per_example:
+      sums = exp.eval_step(state, exp.engine.put_batch(batch))
+    else:
+      sums, examples = step(state, exp.engine.put_batch(batch))
+      # pmap returns [devices, per-device batch, ...]: flatten to the batch.
+      examples = jax.tree.map(
+          lambda x: x.reshape((-1,) + x.shape[2:]) if exp.engine.axis_name else x,
+          jax.device_get(examples))
+      if acc is None:
+        acc = exp.task.eval_init(batch["image"].shape[1:3])
+      acc = exp.task.eval_update(acc, examples)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return exp.task.summarize(exp.engine.fetch(totals))
+  sums = exp.engine.fetch(totals)
+  return exp.task.summarize(sums, acc) if per_example else exp.task.summarize(sums)
 
 
 class _Preemption:
@@ -268,6 +294,8 @@ def _visualize(exp: Experiment, state: Any, workdir: str) -> None:
   model = exp.model.clone(axis_name=None) if hasattr(exp.model, "axis_name") else exp.model
   outputs = jax.jit(functools.partial(steps.predict_step, model=model))(
       host_state, batch["image"][:n])
+  if hasattr(exp.task, "postprocess"):  # detection: boxes after NMS, one jitted program
+    outputs = jax.jit(exp.task.postprocess)(outputs)
   names = adapters.class_names(exp.config.dataset, exp.config.task)
   dc = exp.config.dataset
   images = np.clip(batch["image"][:n] * np.asarray(dc.std) + np.asarray(dc.mean), 0, 1)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from visionjax import losses
+from visionjax.detection.task import DetectionTask
 from visionjax.metrics import classification as cls_metrics
 from visionjax.metrics import segmentation as seg_metrics
 
@@ -149,9 +150,78 @@ class SegmentationTask:
     return {"pixel_accuracy": float(sums["correct"]) / max(float(sums["count"]), 1.0)}
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalizationTask:
+  """Classification with localization: one class and one box per image.
+
+  Model outputs ``{'logits': [B, K], 'boxes': [B, 4]}`` (normalized cx, cy,
+  w, h); batch ``label`` int [B] and ``box`` [B, 4] (cx, cy, w, h). Loss per
+  image ``L = L_cls + λ·L_loc`` (:func:`visionjax.losses.classification_localization_loss`:
+  softmax cross-entropy plus ``loc_loss`` on the box, λ = ``box_weight``).
+  Metrics: accuracy, mean IoU of predicted and true box, and ``correct_loc``:
+  the fraction with the right class *and* IoU ≥ ``iou_threshold`` (0.5).
+  """
+  num_classes: int
+  box_weight: float = 1.0
+  loc_loss: str = "smooth_l1"
+  beta: float = 1.0
+  label_smoothing: float = 0.0
+  iou_threshold: float = 0.5
+  name: str = "localization"
+
+  def validate(self, batch: Batch, channels: int) -> None:
+    _validate_image(batch, channels)
+    b = tuple(batch["image"].shape[:1])
+    _int_field(batch, "label", b)
+    _check("box" in batch, f"batch has no 'box'; keys are {sorted(batch)}")
+    _check(tuple(batch["box"].shape) == b + (4,),
+           f"batch['box'] has shape {tuple(batch['box'].shape)}; expected {b + (4,)}")
+
+  def _outputs(self, outputs):
+    _check(isinstance(outputs, Mapping) and {"logits", "boxes"} <= set(outputs),
+           "LocalizationTask needs model outputs {'logits', 'boxes'} (a localizer model); "
+           f"got {type(outputs).__name__}")
+    return outputs["logits"], outputs["boxes"]
+
+  def loss(self, outputs, batch):
+    logits, boxes = self._outputs(outputs)
+    return losses.classification_localization_loss(
+        logits, boxes, batch["label"], batch["box"], lam=self.box_weight,
+        loc_loss=self.loc_loss, beta=self.beta, label_smoothing=self.label_smoothing,
+        fmt="cxcywh", where=_valid(batch), reduction="sum_and_count")
+
+  def _scores(self, outputs, batch):
+    from visionjax.ops.boxes import box_iou_elementwise
+    logits, boxes = self._outputs(outputs)
+    valid = _valid(batch)
+    w = jnp.ones(logits.shape[:1], jnp.float32) if valid is None else valid.astype(jnp.float32)
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32) * w
+    iou = box_iou_elementwise(boxes, batch["box"], fmt="cxcywh") * w
+    return {"correct": jnp.sum(correct), "iou_sum": jnp.sum(iou),
+            "correct_loc": jnp.sum(correct * (iou >= self.iou_threshold)), "count": jnp.sum(w)}
+
+  def train_sums(self, outputs, batch):
+    return self._scores(outputs, batch)
+
+  def eval_sums(self, outputs, batch):
+    loss_sum, _ = self.loss(outputs, batch)
+    return {"loss_sum": loss_sum, **self._scores(outputs, batch)}
+
+  def summarize(self, sums) -> dict[str, float]:
+    n = max(float(sums["count"]), 1.0)
+    return {"loss": float(sums["loss_sum"]) / n, "accuracy": float(sums["correct"]) / n,
+            "mean_iou": float(sums["iou_sum"]) / n,
+            "correct_loc": float(sums["correct_loc"]) / n, "num_examples": float(sums["count"])}
+
+  def summarize_train(self, sums) -> dict[str, float]:
+    n = max(float(sums["count"]), 1.0)
+    return {"accuracy": float(sums["correct"]) / n, "mean_iou": float(sums["iou_sum"]) / n}
+
+
 def create_task(name: str, num_classes: int, **kwargs) -> Any:
-  """Task by name, e.g. 'classification' or 'segmentation'."""
-  tasks = {"classification": ClassificationTask, "segmentation": SegmentationTask}
+  """Task by name: 'classification', 'segmentation', 'localization', 'detection'."""
+  tasks = {"classification": ClassificationTask, "segmentation": SegmentationTask,
+           "localization": LocalizationTask, "detection": DetectionTask}
   if name not in tasks:
     raise ValueError(f"unknown task {name!r}; expected one of {sorted(tasks)}")
   return tasks[name](num_classes=num_classes, **kwargs)
