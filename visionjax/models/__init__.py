@@ -22,13 +22,13 @@ from typing import Any, Mapping
 import flax.linen as nn
 
 from visionjax.models import (backbones, cnn, deeplab, efficientnet, fcn,
-                              localizer, resnet, segnet, unet, vgg)
+                              localizer, resnet, segnet, ssd, unet, vgg)
 from visionjax.models.layers import ModelSpec, count_params
 
 __all__ = ["create", "list_models", "task_of", "spec_of", "MODEL_TASKS",
            "REGISTRY", "ModelSpec", "count_params"]
 
-TASKS = ("classification", "segmentation", "localization", "backbone")
+TASKS = ("classification", "segmentation", "localization", "detection", "backbone")
 
 
 def _merge(*registries: Mapping[str, ModelSpec]) -> Mapping[str, ModelSpec]:
@@ -47,7 +47,7 @@ def _merge(*registries: Mapping[str, ModelSpec]) -> Mapping[str, ModelSpec]:
 REGISTRY: Mapping[str, ModelSpec] = _merge(
     cnn.REGISTRY, vgg.REGISTRY, resnet.REGISTRY, efficientnet.REGISTRY,
     backbones.REGISTRY, localizer.REGISTRY, fcn.REGISTRY, unet.REGISTRY,
-    segnet.REGISTRY, deeplab.REGISTRY)
+    segnet.REGISTRY, deeplab.REGISTRY, ssd.REGISTRY)
 
 MODEL_TASKS: Mapping[str, str] = types.MappingProxyType(
     {name: spec.task for name, spec in REGISTRY.items()})
@@ -70,7 +70,8 @@ def spec_of(name: str) -> ModelSpec:
 
 
 def task_of(name: str) -> str:
-  """'classification' | 'segmentation' | 'localization' | 'backbone'."""
+  """'classification' | 'segmentation' | 'localization' | 'backbone' (or
+  'detection' once detectors are registered)."""
   return spec_of(name).task
 
 

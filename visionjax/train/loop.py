@@ -290,7 +290,7 @@ def _visualize(exp: Experiment, state: Any, workdir: str) -> None:
   if n <= 0:
     return
   batch = next(pipeline.eval_batches(exp.config))
-  host_state = jax.device_get(exp.engine.to_checkpoint(state))
+  host_state = parallel.host_copy(exp.engine.to_checkpoint(state))
   model = exp.model.clone(axis_name=None) if hasattr(exp.model, "axis_name") else exp.model
   outputs = jax.jit(functools.partial(steps.predict_step, model=model))(
       host_state, batch["image"][:n])

@@ -1,6 +1,8 @@
-"""Prediction pictures: segmentation overlays and classification grids."""
+"""Prediction pictures: segmentation overlays, classification grids, and
+(via `visionjax.viz.boxes`) detection and localization boxes."""
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import matplotlib
@@ -92,3 +94,17 @@ def save(task: str, images: np.ndarray, batch: dict[str, np.ndarray], outputs: A
     save_segmentation(images, batch["mask"][:n], np.asarray(outputs), class_names, path)
   elif task == "classification":
     save_classification(images, batch["label"][:n], np.asarray(outputs), class_names, path)
+  elif task == "detection":
+    # outputs: post-processed Detections (normalized xyxy); batch boxes are yxyx.
+    from visionjax.viz import boxes as box_viz
+    gt = np.asarray(batch["boxes"][:n])[..., [1, 0, 3, 2]]
+    box_viz.save_detections(
+        images, np.asarray(outputs.boxes), np.asarray(outputs.scores),
+        np.asarray(outputs.classes), np.asarray(outputs.valid), class_names, path,
+        gt_boxes=gt, gt_valid=np.asarray(batch["box_valid"][:n]),
+        per_image_dir=os.path.join(os.path.dirname(path), "detections"))
+  elif task == "localization":
+    from visionjax.viz import boxes as box_viz
+    box_viz.save_localization(images, batch["label"][:n], batch["box"][:n],
+                              np.asarray(outputs["logits"]), np.asarray(outputs["boxes"]),
+                              class_names, path)

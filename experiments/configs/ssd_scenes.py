@@ -1,0 +1,31 @@
+"""SSD on the built-in 64×64 digit scenes: the offline detection target.
+
+`ssd_lite` (a 3-stage ResNet, widths 32/64/128, 0.85M parameters) predicts
+480 default boxes on its 8×8 and 4×4 maps. Evaluation on the 1,000 held-out
+scenes reports VOC07 11-point / all-point mAP@0.5 and COCO AP.
+
+  python experiments/train.py --config=experiments/configs/ssd_scenes.py --workdir=/tmp/ssd
+"""
+from visionjax.train.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.task = "detection"
+  c.model.name = "ssd_lite"
+  c.dataset.name = "digit_scenes/scenes64"
+  c.dataset.max_boxes = 4          # scenes hold 1-3 digits
+  c.dataset.augment = ("color_jitter",)
+  c.batch_size = 32
+  c.eval_batch_size = 200
+  c.num_train_steps = 2000
+  c.log_every_steps = 100
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.schedule = "warmup_cosine"
+  c.optimizer.warmup_steps = 100
+  c.optimizer.weight_decay = 1e-4
+  c.checkpoint.every_steps = 1000
+  c.checkpoint.best_metric = "map50"
+  c.num_visualizations = 8
+  return c

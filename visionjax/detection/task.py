@@ -1,0 +1,204 @@
+"""`DetectionTask`: SSD training and evaluation through the training spine.
+
+Model outputs (see :mod:`visionjax.models.ssd`): ``logits`` [B, A, K+1],
+``offsets`` [B, A, 4], ``anchors`` [A, 4]. Batches (see
+:mod:`visionjax.data.pipeline`): ``image`` [B, H, W, C], ``boxes`` [B, G, 4]
+normalized (ymin, xmin, ymax, xmax), ``box_labels`` int [B, G],
+``box_valid`` bool [B, G], optional ``box_difficult`` bool [B, G] and
+``valid`` bool [B] (evaluation padding).
+
+Inside the jitted train step the task matches ground truth to default boxes
+(:mod:`~visionjax.detection.matching`) and computes the multibox loss
+(:mod:`~visionjax.detection.multibox`), all vmapped over the batch, so the
+whole step is one XLA program. Evaluation is not a sum of counts: besides
+``eval_sums`` (the loss) the task returns per-image padded detections from
+``eval_examples`` (post-processing, also jitted), which the loop gathers on
+host into the VOC/COCO evaluators (``eval_init`` / ``eval_update`` /
+``summarize(sums, state)``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from visionjax.detection import evaluation
+from visionjax.detection.coding import SSD_VARIANCES
+from visionjax.detection.matching import ssd_targets
+from visionjax.detection.multibox import multibox_loss
+from visionjax.detection.postprocessing import Detections, batch_postprocess
+
+Batch = Mapping[str, Any]
+
+
+def _check(cond: bool, msg: str) -> None:
+  if not cond:
+    raise ValueError(msg)
+
+
+def yxyx_to_xyxy(boxes):
+  """(ymin, xmin, ymax, xmax) -> (x1, y1, x2, y2), any leading shape."""
+  return jnp.asarray(boxes)[..., jnp.array([1, 0, 3, 2])]
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionTask:
+  """SSD-style detection (Liu et al. 2016).
+
+  num_classes:      foreground classes K (the model predicts K + 1 scores).
+  match_iou:        IoU for a default box to match a ground truth (0.5).
+  neg_pos_ratio:    hard negatives per positive (3).
+  loc_weight:       α in L = (L_conf + α·L_loc) / N (1).
+  variances:        box-coding variances (0.1, 0.1, 0.2, 0.2).
+  train_difficult:  whether VOC 'difficult' boxes are matched in training
+                    (the reference implementation: yes).
+  score_threshold, nms_iou, pre_nms_top_k, max_detections: post-processing
+                    (0.01, 0.45, 400, 200; see detection.postprocessing).
+  eval_iou:         VOC AP IoU threshold (0.5).
+  """
+  num_classes: int
+  match_iou: float = 0.5
+  neg_pos_ratio: float = 3.0
+  loc_weight: float = 1.0
+  variances: Sequence[float] = SSD_VARIANCES
+  train_difficult: bool = True
+  score_threshold: float = 0.01
+  nms_iou: float = 0.45
+  pre_nms_top_k: int = 400
+  max_detections: int = 200
+  eval_iou: float = 0.5
+  name: str = "detection"
+
+  def __post_init__(self):
+    object.__setattr__(self, "variances", tuple(float(v) for v in self.variances))
+    _check(self.num_classes >= 1, f"num_classes={self.num_classes}; expected >= 1")
+    _check(0 < self.match_iou <= 1, f"match_iou={self.match_iou}; expected in (0, 1]")
+    _check(len(self.variances) == 4, f"variances={self.variances}; expected 4 values")
+
+  # ----------------------------------------------------------------- checks
+  def validate(self, batch: Batch, channels: int) -> None:
+    _check("image" in batch, f"batch has no 'image'; keys are {sorted(batch)}")
+    img = batch["image"]
+    _check(img.ndim == 4 and img.shape[-1] == channels,
+           f"batch['image'] has shape {tuple(img.shape)}; expected [batch, height, width, "
+           f"{channels}]")
+    for key in ("boxes", "box_labels", "box_valid"):
+      _check(key in batch, f"batch has no {key!r} (detection batches need boxes, box_labels, "
+             f"box_valid); keys are {sorted(batch)}")
+    b = img.shape[0]
+    boxes = batch["boxes"]
+    _check(boxes.ndim == 3 and boxes.shape[0] == b and boxes.shape[2] == 4,
+           f"batch['boxes'] has shape {tuple(boxes.shape)}; expected [{b}, max_boxes, 4]")
+    g = boxes.shape[1]
+    for key in ("box_labels", "box_valid", "box_difficult"):
+      if key in batch:
+        _check(tuple(batch[key].shape) == (b, g),
+               f"batch[{key!r}] has shape {tuple(batch[key].shape)}; expected {(b, g)}")
+    _check(jnp.issubdtype(batch["box_labels"].dtype, jnp.integer),
+           f"batch['box_labels'] has dtype {batch['box_labels'].dtype}; expected integers")
+
+  def _check_outputs(self, outputs) -> None:
+    _check(isinstance(outputs, Mapping) and {"logits", "offsets", "anchors"} <= set(outputs),
+           "DetectionTask needs model outputs {'logits', 'offsets', 'anchors'} (an SSD "
+           f"model); got {type(outputs).__name__} "
+           f"{sorted(outputs) if isinstance(outputs, Mapping) else ''}")
+    k = outputs["logits"].shape[-1] - 1
+    _check(k == self.num_classes, f"model predicts {k} foreground classes (+ background); "
+           f"the task has num_classes={self.num_classes}")
+
+  # --------------------------------------------------------------- training
+  def targets(self, outputs, batch):
+    """Per-image :class:`~visionjax.detection.matching.Targets`, vmapped: [B, A, ...]."""
+    gt_valid = batch["box_valid"].astype(bool)
+    if not self.train_difficult and "box_difficult" in batch:
+      gt_valid = gt_valid & ~batch["box_difficult"].astype(bool)
+    fn = lambda b, l, v: ssd_targets(b, l, v, outputs["anchors"], iou_threshold=self.match_iou,
+                                     variances=self.variances)
+    return jax.vmap(fn)(yxyx_to_xyxy(batch["boxes"]), batch["box_labels"], gt_valid)
+
+  def _loss_parts(self, outputs, batch):
+    self._check_outputs(outputs)
+    t = self.targets(outputs, batch)
+    total, num_pos, parts = multibox_loss(
+        outputs["logits"], outputs["offsets"], t.labels, t.offsets, loc_weight=self.loc_weight,
+        neg_pos_ratio=self.neg_pos_ratio, where=batch.get("valid"))
+    return total, num_pos, parts, t
+
+  def loss(self, outputs, batch):
+    """(Σ_images (L_conf + α·L_loc), Σ_images N): the step divides."""
+    total, num_pos, _, _ = self._loss_parts(outputs, batch)
+    return total, num_pos
+
+  def train_sums(self, outputs, batch):
+    _, num_pos, parts, t = self._loss_parts(outputs, batch)
+    pred = jnp.argmax(outputs["logits"], -1)
+    valid = batch.get("valid")
+    images = jnp.asarray(outputs["logits"].shape[0], jnp.float32) if valid is None else \
+        jnp.sum(valid.astype(jnp.float32))
+    pos = t.positive if valid is None else t.positive & valid[:, None]
+    return {"num_pos": num_pos, "loc_sum": parts.loc, "conf_sum": parts.conf,
+            "pos_correct": jnp.sum(pos & (pred == t.labels)), "num_images": images}
+
+  def summarize_train(self, sums) -> dict[str, float]:
+    n = max(float(sums["num_pos"]), 1.0)
+    return {"loc_loss": float(sums["loc_sum"]) / n, "conf_loss": float(sums["conf_sum"]) / n,
+            "pos_accuracy": float(sums["pos_correct"]) / n,
+            "matches_per_image": float(sums["num_pos"]) / max(float(sums["num_images"]), 1.0)}
+
+  # ------------------------------------------------------------- evaluation
+  def postprocess(self, outputs) -> Detections:
+    """Padded detections [B, max_detections, ...] (normalized xyxy boxes)."""
+    self._check_outputs(outputs)
+    return batch_postprocess(outputs["logits"], outputs["offsets"], outputs["anchors"],
+                             score_threshold=self.score_threshold, iou_threshold=self.nms_iou,
+                             pre_nms_top_k=self.pre_nms_top_k,
+                             max_detections=self.max_detections, variances=self.variances)
+
+  def eval_sums(self, outputs, batch):
+    total, num_pos, parts, _ = self._loss_parts(outputs, batch)
+    return {"loss_sum": total, "count": num_pos, "loc_sum": parts.loc, "conf_sum": parts.conf}
+
+  def eval_examples(self, outputs, batch) -> dict[str, jax.Array]:
+    """Per-image padded detections and ground truth (keys of
+    :data:`visionjax.detection.evaluation.EXAMPLE_KEYS`)."""
+    d = self.postprocess(outputs)
+    b = batch["boxes"].shape[0]
+    difficult = batch.get("box_difficult", jnp.zeros(batch["box_valid"].shape, bool))
+    return {"dt_boxes": d.boxes, "dt_scores": d.scores, "dt_classes": d.classes,
+            "dt_valid": d.valid, "gt_boxes": yxyx_to_xyxy(batch["boxes"]),
+            "gt_labels": batch["box_labels"], "gt_valid": batch["box_valid"].astype(bool),
+            "gt_difficult": difficult.astype(bool),
+            "valid": batch.get("valid", jnp.ones((b,), bool)).astype(bool)}
+
+  def eval_init(self, image_size) -> evaluation.EvalState:
+    return evaluation.init(self.num_classes, image_size, iou_threshold=self.eval_iou)
+
+  def eval_update(self, state: evaluation.EvalState, examples) -> evaluation.EvalState:
+    return evaluation.update(state, examples)
+
+  def summarize(self, sums, state: Optional[evaluation.EvalState] = None) -> dict[str, Any]:
+    n = max(float(sums["count"]), 1.0)
+    out = {"loss": float(sums["loss_sum"]) / n, "loc_loss": float(sums["loc_sum"]) / n,
+           "conf_loss": float(sums["conf_sum"]) / n}
+    if state is not None:
+      out.update(evaluation.compute(state))
+    return out
+
+
+def example_eval_step(state, batch, *, model, task, channels: int,
+                      axis_name: Optional[str] = None):
+  """Like :func:`visionjax.train.steps.eval_step`, plus per-image outputs.
+
+  Returns ``(sums, examples)``: the task's ``eval_sums`` (``psum``-ed over
+  ``axis_name``) and its ``eval_examples`` (per device, not summed).
+  """
+  from visionjax.train.steps import _variables
+  task.validate(batch, channels)
+  outputs = model.apply(_variables(state.params, state.batch_stats), batch["image"],
+                        train=False)
+  sums = task.eval_sums(outputs, batch)
+  if axis_name is not None:
+    sums = jax.lax.psum(sums, axis_name)
+  return sums, task.eval_examples(outputs, batch)
