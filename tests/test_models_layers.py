@@ -52,6 +52,78 @@ def test_upconv_equals_conv_transpose_and_numpy():
   assert layers.count_params(up.init(jax.random.key(1), x)) == 3 * 4 * 4 + 4
 
 
+def np_bilinear_deconv(x, f):
+  """FCN's fixed upsampling: a transposed conv with the bilinear kernel of
+  size 2f - f%2 and stride f (Caffe `BilinearFiller`), aligned by cropping
+  (k - f) // 2. x: [H, W] -> [f·H, f·W]."""
+  k = 2 * f - f % 2
+  centre = f - 1 if k % 2 == 1 else f - 0.5
+  w1 = 1 - np.abs(np.arange(k) - centre) / f
+  kernel = np.outer(w1, w1)
+  h, w = x.shape
+  y = np.zeros(((h - 1) * f + k, (w - 1) * f + k))
+  for i in range(h):
+    for j in range(w):
+      y[i * f:i * f + k, j * f:j * f + k] += x[i, j] * kernel
+  off = (k - f) // 2
+  return y[off:off + f * h, off:off + f * w]
+
+
+@pytest.mark.parametrize("f", [2, 8, 32])
+def test_fcn_resize_equals_bilinear_deconvolution_away_from_border(f):
+  """FCN substitutes a bilinear resize for its fixed bilinear deconvolution:
+  identical except in the f-pixel border, where the deconvolution fades to
+  the zero padding and the resize repeats the edge."""
+  x = np.random.default_rng(f).standard_normal((5, 6))
+  ref = np_bilinear_deconv(x, f)
+  got = np.asarray(layers.resize_bilinear(
+      jnp.asarray(x, jnp.float32)[None, :, :, None], (5 * f, 6 * f)))[0, ..., 0]
+  np.testing.assert_allclose(got[f:-f, f:-f], ref[f:-f, f:-f], atol=1e-5)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, "SAME"),
+                                              (5, 2, ((2, 2), (2, 2)))])
+def test_shifted_depthwise_conv_equals_lax_values_and_gradients(k, stride,
+                                                                padding):
+  """EfficientNet's CPU depthwise formulation is the grouped convolution."""
+  rng = np.random.default_rng(k * 10 + stride)
+  x = jnp.asarray(rng.standard_normal((2, 9, 7, 5)), jnp.float32)
+  kern = jnp.asarray(rng.standard_normal((k, k, 1, 5)), jnp.float32)
+  args = dict(window_strides=(stride, stride), padding=padding,
+              dimension_numbers=("NHWC", "HWIO", "NHWC"),
+              feature_group_count=5)
+  ho, wo = -(-9 // stride), -(-7 // stride)
+  probe = jnp.asarray(rng.standard_normal((2, ho, wo, 5)), jnp.float32)
+  outs = {}
+  for name, conv in (("lax", jax.lax.conv_general_dilated),
+                     ("shift", layers.shifted_conv_general_dilated)):
+    f = functools.partial(conv, **args)
+    loss = lambda a, w, f=f: jnp.sum(probe * f(a, w))
+    outs[name] = jax.jit(lambda a, w, f=f, loss=loss: (
+        f(a, w), *jax.grad(loss, argnums=(0, 1))(a, w)))(x, kern)
+  # The slicing path is taken (no convolution left), also for the
+  # ConvDimensionNumbers that flax's nn.Conv passes.
+  dn = jax.lax.conv_dimension_numbers(x.shape, kern.shape,
+                                      ("NHWC", "HWIO", "NHWC"))
+  jaxpr = str(jax.make_jaxpr(functools.partial(
+      layers.shifted_conv_general_dilated, **{**args,
+                                              "dimension_numbers": dn}))(
+                                                  x, kern))
+  assert "conv_general_dilated" not in jaxpr
+  # Reference for the values: an explicit NumPy loop over windows.
+  p = (k - 1) // 2
+  xp = np.pad(np.asarray(x), ((0, 0), (p, p), (p, p), (0, 0)))
+  assert outs["lax"][0].shape == (2, ho, wo, 5)
+  ref = np.zeros((2, ho, wo, 5))
+  for i in range(ho):
+    for j in range(wo):
+      win = xp[:, i * stride:i * stride + k, j * stride:j * stride + k]
+      ref[:, i, j] = np.einsum("bhwc,hwc->bc", win, np.asarray(kern)[:, :, 0])
+  np.testing.assert_allclose(np.asarray(outs["shift"][0]), ref, atol=1e-4)
+  for a, b in zip(outs["lax"], outs["shift"]):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+
+
 def test_depth_to_space_layout_and_inverse():
   x = np.arange(1 * 2 * 3 * 8, dtype=np.float32).reshape(1, 2, 3, 8)
   y = np.asarray(layers.depth_to_space(jnp.asarray(x), 2))

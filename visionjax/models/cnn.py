@@ -14,11 +14,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (Dtype, ModelSpec, adaptive_avg_pool,
+from visionjax.models.layers import (ModelSpec, ZooModule, adaptive_avg_pool,
                                      check_images, frozen, max_pool)
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ZooModule):
   """The seed's CIFAR-10 CNN: [B, 32, 32, 3] -> logits [B, num_classes].
 
   Conv32-Pool-Conv64-Pool-Conv64-Dense64-Dense10 with 3×3 'VALID'
@@ -30,8 +30,6 @@ class SmallCNN(nn.Module):
   hidden: int = 64
   dropout_rate: float = 0.0
   act: Callable = nn.relu
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -53,7 +51,7 @@ class SmallCNN(nn.Module):
     return x.astype(jnp.float32)
 
 
-class LeNet5(nn.Module):
+class LeNet5(ZooModule):
   """LeNet-5 (LeCun et al. 1998): [B, ≤32, ≤32, C] -> logits [B, num_classes].
 
   C1 6@5×5 -> S2 avg-pool -> C3 16@5×5 -> S4 avg-pool -> C5 120@5×5 ->
@@ -66,8 +64,6 @@ class LeNet5(nn.Module):
   features: Sequence[int] = (6, 16, 120)
   hidden: int = 84
   act: Callable = nn.tanh
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -95,7 +91,7 @@ class LeNet5(nn.Module):
     return x.astype(jnp.float32)
 
 
-class AlexNet(nn.Module):
+class AlexNet(ZooModule):
   """AlexNet, torchvision's single-GPU form: [B, H, W, C] -> [B, num_classes].
 
   Krizhevsky et al. (2012) split conv layers across two GPUs; torchvision
@@ -109,8 +105,6 @@ class AlexNet(nn.Module):
   hidden: int = 4096
   dropout_rate: float = 0.5
   act: Callable = nn.relu
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

@@ -23,21 +23,18 @@ import jax.numpy as jnp
 
 from visionjax.models.backbones import (SMOKE_ENCODER, build_encoder,
                                         coarsest)
-from visionjax.models.layers import (ConvNormAct, Dtype, ModelSpec,
-                                     batch_norm, check_images, crop_to,
-                                     frozen, pad_to_multiple,
-                                     resize_bilinear)
+from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
+                                     batch_norm, check_images, crop_to, frozen,
+                                     pad_to_multiple, resize_bilinear)
 
 
-class ASPP(nn.Module):
+class ASPP(ZooModule):
   """Atrous spatial pyramid pooling: [B, h, w, C] -> [B, h, w, features]."""
   features: int = 256
   rates: Sequence[int] = (6, 12, 18)
   dropout_rate: float = 0.5
   norm: Any = None
   act: Callable = nn.relu
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -56,7 +53,7 @@ class ASPP(nn.Module):
     return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(ZooModule):
   """DeepLabV3: images [B, H, W, C] -> logits [B, H, W, num_classes]."""
   num_classes: int = 21
   encoder: str = "resnet101"
@@ -66,9 +63,6 @@ class DeepLabV3(nn.Module):
   aspp_features: int = 256
   dropout_rate: float = 0.5
   act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

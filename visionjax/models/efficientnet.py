@@ -5,6 +5,8 @@ Stem 3×3/2 conv (32) -> seven stages of MBConv blocks (inverted residual:
 max(1, C_in/4) channels, 1×1 projection; residual + stochastic depth when
 the shape is kept) -> 1×1 conv to 1280 -> global average pool -> dropout ->
 classifier. All convs are conv + BatchNorm (+ SiLU), biases only in SE.
+Depthwise convs go through `layers.depthwise_conv_impl` ('auto': slicing
+on CPU, grouped convolution elsewhere; equal outputs and gradients).
 EfficientNet-B0 has torchvision's 5,288,548 parameters at 1,000 classes.
 
 `width_mult`/`depth_mult` give the compound-scaled variants (B1: 1.0/1.1,
@@ -23,8 +25,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (ConvNormAct, Dtype, ModelSpec,
-                                     batch_norm, check_images, frozen)
+from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
+                                     batch_norm, check_images,
+                                     depthwise_conv_impl, frozen)
 
 # (expand ratio, kernel, stride, input channels, output channels, layers)
 B0_STAGES: Tuple[Tuple[int, int, int, int, int, int], ...] = (
@@ -44,17 +47,16 @@ def _same(k: int) -> Any:
   return ((p, p), (p, p))
 
 
-class MBConv(nn.Module):
+class MBConv(ZooModule):
   """Inverted residual block: [B, H, W, C_in] -> [B, H/s, W/s, C_out]."""
   expand: int
   kernel: int
   stride: int
   out_ch: int
   drop_rate: float = 0.0
+  depthwise_impl: str = "auto"
   norm: Any = None
   act: Callable = nn.silu
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -65,8 +67,9 @@ class MBConv(nn.Module):
     y = x
     if hidden != in_ch:
       y = conv(hidden, 1, name="expand")(y)
-    y = conv(hidden, self.kernel, self.stride,
-             padding=_same(self.kernel), groups=hidden, name="depthwise")(y)
+    y = conv(hidden, self.kernel, self.stride, padding=_same(self.kernel),
+             groups=hidden, conv_impl=depthwise_conv_impl(
+                 self.depthwise_impl), name="depthwise")(y)
     # Squeeze-and-excitation, squeezing to a quarter of the *input* width.
     se = jnp.mean(y, axis=(1, 2), keepdims=True)
     se = nn.Conv(max(1, in_ch // 4), (1, 1), dtype=self.dtype,
@@ -84,7 +87,7 @@ class MBConv(nn.Module):
     return y
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(ZooModule):
   """EfficientNet classifier: images [B, H, W, C] -> logits [B, num_classes]."""
   num_classes: int = 1000
   width_mult: float = 1.0
@@ -94,10 +97,8 @@ class EfficientNet(nn.Module):
   head_width: Optional[int] = None  # None: 4 × the last stage (1280).
   dropout_rate: float = 0.2
   stochastic_depth: float = 0.2
+  depthwise_impl: str = "auto"  # see layers.depthwise_conv_impl.
   act: Callable = nn.silu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -114,6 +115,7 @@ class EfficientNet(nn.Module):
         x = MBConv(e, k, s if j == 0 else 1,
                    round_channels(c * self.width_mult),
                    drop_rate=self.stochastic_depth * block_id / total,
+                   depthwise_impl=self.depthwise_impl,
                    norm=norm, act=self.act, dtype=self.dtype,
                    param_dtype=self.param_dtype,
                    name=f"stage{i + 1}_{j}")(x, train)

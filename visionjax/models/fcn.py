@@ -13,8 +13,9 @@ are scored directly.
 
 Upsampling is bilinear interpolation. The reference Caffe models implement
 it as deconvolutions with fixed bilinear kernels (lr_mult 0); a resize
-computes the same interpolation without a 64×64 stride-32 transposed
-convolution, which is slow on XLA:CPU. Instead of the reference's 100-pixel
+computes the same values (tested equal except within f pixels of the
+border, where the deconvolution fades into zero padding) without a 64×64
+stride-32 transposed convolution, which is slow on XLA:CPU. Instead of the reference's 100-pixel
 input padding and Crop layers, the input is padded to a multiple of 32 and
 the logits are cropped back, so any H×W works.
 """
@@ -29,12 +30,12 @@ import jax.numpy as jnp
 
 from visionjax.models.backbones import (SMOKE_ENCODER, build_encoder,
                                         by_stride)
-from visionjax.models.layers import (Dtype, ModelSpec, check_images, crop_to,
-                                     frozen, max_pool_ceil, pad_to_multiple,
-                                     resize_bilinear)
+from visionjax.models.layers import (ModelSpec, ZooModule, check_images,
+                                     crop_to, frozen, max_pool_ceil,
+                                     pad_to_multiple, resize_bilinear)
 
 
-class FCN(nn.Module):
+class FCN(ZooModule):
   """FCN-{32,16,8}s: images [B, H, W, C] -> logits [B, H, W, num_classes]."""
   num_classes: int = 21
   output_stride: int = 8  # 32, 16 or 8: the finest skip that is fused.
@@ -44,9 +45,6 @@ class FCN(nn.Module):
   fc_kernel: int = 7
   dropout_rate: float = 0.5
   act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

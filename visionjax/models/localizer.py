@@ -23,10 +23,10 @@ import jax.numpy as jnp
 
 from visionjax.models.backbones import (SMOKE_ENCODER, build_encoder,
                                         coarsest)
-from visionjax.models.layers import Dtype, ModelSpec, frozen
+from visionjax.models.layers import (ModelSpec, ZooModule, frozen)
 
 
-class Localizer(nn.Module):
+class Localizer(ZooModule):
   """images [B, H, W, C] -> {'logits': [B, K], 'boxes': [B, 4] (cx,cy,w,h)}."""
   num_classes: int = 20
   encoder: str = "resnet18"
@@ -34,9 +34,6 @@ class Localizer(nn.Module):
   hidden: int = 0  # >0 adds a shared hidden dense layer before both heads.
   dropout_rate: float = 0.0
   act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False

@@ -18,13 +18,13 @@ previous dilation, the rest use the new one.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (ConvNormAct, Dtype, ModelSpec,
+from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
                                      batch_norm, check_images, frozen)
 
 ModuleDef = Any
@@ -45,7 +45,7 @@ def _conv(features: int, k: int, stride: int = 1, dilation: int = 1,
                      dilation=dilation, **kw)
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(ZooModule):
   """Basic (two 3×3) or bottleneck (1×1, 3×3, 1×1·4) residual block.
 
   [B, H, W, C] -> [B, H/stride, W/stride, width·expansion]. The last norm's
@@ -57,8 +57,6 @@ class ResidualBlock(nn.Module):
   dilation: int = 1
   norm: ModuleDef = None
   act: Callable = nn.relu
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -83,7 +81,7 @@ class ResidualBlock(nn.Module):
     return self.act(x + y)
 
 
-class ResNetEncoder(nn.Module):
+class ResNetEncoder(ZooModule):
   """ResNet trunk: images [B, H, W, C] -> dict of named features.
 
   'stem' (stride 2, or 1 for the CIFAR stem) and 'layer1'..'layer4'
@@ -97,9 +95,6 @@ class ResNetEncoder(nn.Module):
   stem_width: int = 64
   output_stride: int = 32
   act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   def _plan(self) -> Tuple[int, list]:
     """Stem stride and per stage (stride, first dilation, dilation)."""
@@ -154,7 +149,7 @@ class ResNetEncoder(nn.Module):
     return feats
 
 
-class ResNet(nn.Module):
+class ResNet(ZooModule):
   """ResNet classifier: images [B, H, W, C] -> logits [B, num_classes]."""
   num_classes: int = 1000
   stage_sizes: Sequence[int] = DEPTHS["resnet50"][0]
@@ -163,9 +158,6 @@ class ResNet(nn.Module):
   stem: str = "imagenet"
   stem_width: int = 64
   act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

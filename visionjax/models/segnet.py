@@ -15,19 +15,19 @@ scatter). Inputs are padded to a multiple of 32 and logits cropped back.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (ConvNormAct, Dtype, ModelSpec,
-                                     batch_norm, check_images, crop_to,
-                                     frozen, pad_to_multiple)
+from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
+                                     batch_norm, check_images, crop_to, frozen,
+                                     pad_to_multiple)
 from visionjax.ops.pooling import max_pool_with_indices, max_unpool
 
 
-class SegNet(nn.Module):
+class SegNet(ZooModule):
   """SegNet: images [B, H, W, C] -> logits [B, H, W, num_classes] (any H, W).
 
   `stage_sizes`/`widths` give the encoder (VGG-16: (2, 2, 3, 3, 3) and
@@ -40,9 +40,6 @@ class SegNet(nn.Module):
   widths: Sequence[int] = (64, 128, 256, 512, 512)
   dropout_rate: float = 0.0
   act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

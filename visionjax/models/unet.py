@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 
 from visionjax.models.backbones import SMOKE_ENCODER, build_encoder, by_stride
-from visionjax.models.layers import (ConvNormAct, Dtype, ModelSpec, UpConv2x,
-                                     batch_norm, center_crop, check_images,
-                                     crop_to, frozen, max_pool,
+from visionjax.models.layers import (ConvNormAct, ModelSpec, UpConv2x,
+                                     ZooModule, batch_norm, center_crop,
+                                     check_images, crop_to, frozen, max_pool,
                                      pad_to_multiple)
 
 
@@ -73,14 +73,12 @@ def valid_tiling(size: int, depth: int) -> Tuple[int, int]:
   return border // 2, n - size - border // 2
 
 
-class DoubleConv(nn.Module):
+class DoubleConv(ZooModule):
   """Two 3×3 conv(-BN)-ReLU layers: [B, H, W, C] -> [B, H', W', features]."""
   features: int
   padding: str = "SAME"
   norm: Optional[Any] = None
   act: Callable = nn.relu
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -91,7 +89,7 @@ class DoubleConv(nn.Module):
     return x
 
 
-class UNet(nn.Module):
+class UNet(ZooModule):
   """U-Net: images [B, H, W, C] -> logits [B, H, W, num_classes] (any H, W)."""
   num_classes: int = 2
   features: Sequence[int] = (64, 128, 256, 512, 1024)
@@ -102,9 +100,6 @@ class UNet(nn.Module):
   encoder: Optional[str] = None
   encoder_kwargs: Optional[Mapping[str, Any]] = None
   act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   def _check_fields(self) -> None:
     if self.padding not in ("same", "valid"):
@@ -191,6 +186,16 @@ class UNet(nn.Module):
 
 _SMALL = frozen(features=(8, 16, 32))
 
+
+def _with_encoder(encoder: str, features: Sequence[int],
+                  smoke_features: Sequence[int]) -> ModelSpec:
+  return ModelSpec(
+      functools.partial(UNet, encoder=encoder, features=features),
+      "segmentation", input_size=(256, 256),
+      smoke=frozen(features=smoke_features,
+                   encoder_kwargs=SMOKE_ENCODER[encoder]))
+
+
 REGISTRY: dict[str, ModelSpec] = {
     "unet": ModelSpec(functools.partial(UNet), "segmentation",
                       input_size=(256, 256), smoke=_SMALL),
@@ -202,18 +207,11 @@ REGISTRY: dict[str, ModelSpec] = {
                           dropout_rate=0.5), "segmentation",
         input_size=(388, 388), in_channels=1,
         smoke=frozen(features=(8, 16, 32))),
-    "unet_resnet34": ModelSpec(
-        functools.partial(UNet, encoder="resnet34",
-                          features=(32, 64, 64, 128, 256, 512)),
-        "segmentation", input_size=(256, 256),
-        smoke=frozen(features=(4, 4, 8, 8, 16, 16),
-                     encoder_kwargs=SMOKE_ENCODER["resnet34"])),
-    "unet_vgg16_bn": ModelSpec(
-        functools.partial(UNet, encoder="vgg16_bn",
-                          features=(64, 128, 256, 512, 512, 512)),
-        "segmentation", input_size=(256, 256),
-        smoke=frozen(features=(4, 8, 8, 16, 16, 16),
-                     encoder_kwargs=SMOKE_ENCODER["vgg16_bn"])),
+    "unet_resnet34": _with_encoder("resnet34", (32, 64, 64, 128, 256, 512),
+                                   (4, 4, 8, 8, 16, 16)),
+    "unet_vgg16_bn": _with_encoder("vgg16_bn",
+                                   (64, 128, 256, 512, 512, 512),
+                                   (4, 8, 8, 16, 16, 16)),
     "unet_bilinear": ModelSpec(
         functools.partial(UNet, upsample="bilinear"), "segmentation",
         input_size=(256, 256), smoke=_SMALL),

@@ -18,13 +18,13 @@ SSD300's 38×38 conv4_3 map. A detector picks `features['conv4']` and
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (ConvNormAct, Dtype, ModelSpec,
+from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
                                      adaptive_avg_pool, batch_norm,
                                      check_images, frozen, max_pool,
                                      max_pool_ceil)
@@ -37,7 +37,7 @@ STAGES = {
 }
 
 
-class VGGEncoder(nn.Module):
+class VGGEncoder(ZooModule):
   """VGG conv stages: images [B, H, W, C] -> dict of named features.
 
   Returns 'conv1'..'conv5' (last conv of each stage before its pool; strides
@@ -50,9 +50,6 @@ class VGGEncoder(nn.Module):
   ssd: bool = False
   ssd_width: int = 1024
   act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @property
   def feature_strides(self) -> Dict[str, int]:
@@ -75,8 +72,6 @@ class VGGEncoder(nn.Module):
       for j in range(n):
         # torchvision's VGG-BN keeps the conv bias in front of BatchNorm.
         x = ConvNormAct(w, 3, norm=norm, act=self.act, use_bias=True,
-                        kernel_init=nn.initializers.variance_scaling(
-                            2.0, "fan_out", "normal"),
                         dtype=self.dtype, param_dtype=self.param_dtype,
                         name=f"conv{i + 1}_{j + 1}")(x)
       feats[f"conv{i + 1}"] = x
@@ -93,7 +88,7 @@ class VGGEncoder(nn.Module):
     return feats
 
 
-class VGG(nn.Module):
+class VGG(ZooModule):
   """VGG classifier: images [B, H, W, C] -> logits [B, num_classes]."""
   num_classes: int = 1000
   stage_sizes: Sequence[int] = STAGES["vgg16"]
@@ -102,9 +97,6 @@ class VGG(nn.Module):
   use_batchnorm: bool = False
   dropout_rate: float = 0.5
   act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
