@@ -10,11 +10,25 @@ Canonical example (all tensors; keys present as the dataset provides them):
 
 Each dataset family (the TFDS name before ``/``) registers a `DatasetAdapter`
 in `DATASETS`; an unknown name raises an error listing the known ones.
+
+Datasets (``config.dataset.name``):
+  digit_scenes/{scenes64,digits32,tiny}  built in, nothing to download
+  cifar10                                stock TFDS builder
+  voc/2007, voc/2012                     stock TFDS builders (boxes)
+  voc_segmentation/{2012,2012_sbd}       `visionjax.data.voc_segmentation`
+  cityscapes/semantic_segmentation       stock TFDS builder (manual download)
+
+`prepare` builds a dataset once. Archives found in the manual download folder
+(``config.dataset.manual_dir``, default ``<data_dir>/downloads/manual``) are
+used instead of downloading; a dataset that can only be downloaded by hand
+(Cityscapes), or whose download failed, raises an error naming each file, its
+source and the folder to put it in.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 from typing import Callable
 
 import ml_collections
@@ -27,6 +41,13 @@ Example = dict[str, tf.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
+class SourceFile:
+  """An archive a builder reads: its file name and where to get it."""
+  name: str
+  url: str
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetAdapter:
   """What the pipeline needs to know about one dataset family."""
   canonical: Callable[[dict], Example]
@@ -35,8 +56,13 @@ class DatasetAdapter:
   class_names: dict[str, tuple[str, ...]]
   # Builder-module import that registers a custom TFDS builder, if any.
   register: Callable[[], None] | None = None
+  # Builder config name (None: default) -> the archives it reads.
+  sources: Callable[[str | None], tuple[SourceFile, ...]] = lambda config: ()
+  # True when TFDS cannot download the files (registration needed).
+  manual_only: bool = False
 
 
+# ------------------------------------------------------------- digit_scenes
 def _digit_scenes(f: dict) -> Example:
   return {
       "image": f["image"],
@@ -52,6 +78,101 @@ def _register_digit_scenes() -> None:
   from visionjax.data import builtin  # noqa: F401  (registers `digit_scenes`)
 
 
+# ------------------------------------------------------------------ CIFAR-10
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog",
+                   "frog", "horse", "ship", "truck")
+
+
+def _cifar10(f: dict) -> Example:
+  return {"image": f["image"], "label": tf.cast(f["label"], tf.int32)}
+
+
+def _cifar10_sources(config):
+  return (SourceFile("cifar-10-binary.tar.gz",
+                     "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"),)
+
+
+# ------------------------------------------------------------ PASCAL VOC boxes
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+               "cat", "chair", "cow", "diningtable", "dog", "horse",
+               "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+
+
+def _largest_box_label(boxes: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+  """Class of the largest box (0 when there is none, e.g. VOC 2012 test)."""
+  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  padded = tf.concat([tf.cast(labels, tf.int32), [0]], 0)
+  return padded[tf.cast(tf.argmax(tf.concat([area, [-1.0]], 0)), tf.int32)]
+
+
+def _voc(f: dict) -> Example:
+  o = f["objects"]
+  labels = tf.cast(o["label"], tf.int32)
+  return {"image": f["image"], "boxes": o["bbox"], "box_labels": labels,
+          "box_difficult": tf.cast(o["is_difficult"], tf.bool),
+          "label": _largest_box_label(o["bbox"], labels)}
+
+
+_VOC_OFFICIAL = "http://host.robots.ox.ac.uk/pascal/VOC/"
+
+
+def _voc_sources(config):
+  if config == "2007":
+    return (SourceFile("VOCtrainval_06-Nov-2007.tar", _VOC_OFFICIAL + "voc2007/"),
+            SourceFile("VOCtest_06-Nov-2007.tar", _VOC_OFFICIAL + "voc2007/"))
+  return (SourceFile("VOCtrainval_11-May-2012.tar", _VOC_OFFICIAL + "voc2012/"),
+          SourceFile("VOC2012test.tar", "http://host.robots.ox.ac.uk:8080/eval/"
+                     "downloads/VOC2012test.tar (PASCAL evaluation server, login)"))
+
+
+# ------------------------------------------------ PASCAL VOC segmentation
+def _voc_segmentation(f: dict) -> Example:
+  return {"image": f["image"],
+          "mask": tf.cast(f["segmentation_mask"][..., 0], tf.int32)}
+
+
+def _register_voc_segmentation() -> None:
+  from visionjax.data import voc_segmentation  # noqa: F401  (registers it)
+
+
+def _voc_segmentation_sources(config):
+  from visionjax.data import voc_segmentation as vs
+  files = (SourceFile(vs.VOC_TAR, vs.VOC_OFFICIAL_URL),)
+  if config == "2012_sbd":
+    files += (SourceFile(vs.SBD_TAR, vs.SBD_URL),)
+  return files
+
+
+# ---------------------------------------------------------------- Cityscapes
+# label id -> train id, from cityscapesScripts' helpers/labels.py: the 19
+# evaluated classes get 0..18, every other id (and anything above 33) 255.
+CITYSCAPES_TRAIN_IDS = (
+    255, 255, 255, 255, 255, 255, 255, 0, 1, 255, 255, 2, 3, 4, 255, 255, 255,
+    5, 255, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 255, 255, 16, 17, 18)
+CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole",
+                      "traffic light", "traffic sign", "vegetation", "terrain",
+                      "sky", "person", "rider", "car", "truck", "bus", "train",
+                      "motorcycle", "bicycle")
+_CITYSCAPES_LUT = CITYSCAPES_TRAIN_IDS + (255,) * (256 - len(CITYSCAPES_TRAIN_IDS))
+
+
+def cityscapes_train_ids(label_ids: tf.Tensor) -> tf.Tensor:
+  """Maps Cityscapes label ids (uint8 PNG values) to train ids, 255 = ignore."""
+  return tf.gather(tf.constant(_CITYSCAPES_LUT, tf.int32), tf.cast(label_ids, tf.int32))
+
+
+def _cityscapes(f: dict) -> Example:
+  return {"image": f["image_left"],
+          "mask": cityscapes_train_ids(f["segmentation_label"][..., 0])}
+
+
+def _cityscapes_sources(config):
+  url = "https://www.cityscapes-dataset.com/downloads/ (free registration)"
+  return (SourceFile("leftImg8bit_trainvaltest.zip", url),
+          SourceFile("gtFine_trainvaltest.zip", url))
+
+
 _DIGITS = tuple(str(d) for d in range(10))
 DATASETS: dict[str, DatasetAdapter] = {
     "digit_scenes": DatasetAdapter(
@@ -62,6 +183,21 @@ DATASETS: dict[str, DatasetAdapter] = {
                      "detection": _DIGITS,
                      "segmentation": ("background",) + _DIGITS},
         register=_register_digit_scenes),
+    "cifar10": DatasetAdapter(
+        canonical=_cifar10, num_classes={"classification": 10},
+        class_names={"classification": CIFAR10_CLASSES}, sources=_cifar10_sources),
+    "voc": DatasetAdapter(
+        canonical=_voc, num_classes={"detection": 20, "localization": 20},
+        class_names={"detection": VOC_CLASSES, "localization": VOC_CLASSES},
+        sources=_voc_sources),
+    "voc_segmentation": DatasetAdapter(
+        canonical=_voc_segmentation, num_classes={"segmentation": 21},
+        class_names={"segmentation": ("background",) + VOC_CLASSES},
+        register=_register_voc_segmentation, sources=_voc_segmentation_sources),
+    "cityscapes": DatasetAdapter(
+        canonical=_cityscapes, num_classes={"segmentation": 19},
+        class_names={"segmentation": CITYSCAPES_CLASSES},
+        sources=_cityscapes_sources, manual_only=True),
 }
 
 
@@ -80,12 +216,67 @@ def get_builder(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return tfds.builder(dc.name, data_dir=dc.get("data_dir"))
 
 
+def _config_name(dc: ml_collections.ConfigDict) -> str | None:
+  parts = dc.name.split("/")
+  return parts[1] if len(parts) > 1 else None
+
+
+def manual_dir(dc: ml_collections.ConfigDict,
+               builder: tfds.core.DatasetBuilder | None = None) -> str:
+  """The folder archives are picked up from (TFDS's default unless set)."""
+  if dc.get("manual_dir"):
+    return os.path.abspath(os.path.expanduser(dc.manual_dir))
+  builder = builder or get_builder(dc)
+  return os.path.join(os.fspath(builder._data_dir_root), "downloads", "manual")
+
+
 def prepare_kwargs(dc: ml_collections.ConfigDict) -> dict:
-  """Arguments for `download_and_prepare` (manual-download folder, if any)."""
-  manual_dir = dc.get("manual_dir")
-  if not manual_dir:
-    return {}
-  return {"download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)}
+  """Arguments for `download_and_prepare`.
+
+  Manual folder as configured; no attempt to fetch a prepared copy from
+  Google Cloud Storage (offline machines would wait on it, and the result
+  must come from the archives the user has).
+  """
+  return {"download_config": tfds.download.DownloadConfig(
+      manual_dir=manual_dir(dc), try_download_gcs=False)}
+
+
+def missing_files_message(dc: ml_collections.ConfigDict, folder: str,
+                          files: tuple[SourceFile, ...]) -> str:
+  lines = [f"dataset {dc.name!r} needs these files in {folder} (set "
+           "config.dataset.manual_dir to use another folder); put them there "
+           "as downloaded, without unpacking:"]
+  for f in files:
+    state = "present" if os.path.exists(os.path.join(folder, f.name)) else "MISSING"
+    lines.append(f"  {f.name}  [{state}]  from {f.url}")
+  return "\n".join(lines)
+
+
+class MissingDatasetFilesError(FileNotFoundError):
+  """Archives a dataset needs are not in its manual download folder."""
+
+
+def prepare(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The builder of ``dc.name``, prepared (built once into ``data_dir``)."""
+  builder = get_builder(dc)
+  if builder.is_prepared():
+    return builder
+  ad = adapter(dc)
+  folder = manual_dir(dc, builder)
+  files = ad.sources(_config_name(dc))
+  missing = [f for f in files if not os.path.exists(os.path.join(folder, f.name))]
+  if ad.manual_only and missing:
+    raise MissingDatasetFilesError(missing_files_message(dc, folder, files))
+  try:
+    builder.download_and_prepare(**prepare_kwargs(dc))
+  except Exception as e:  # noqa: BLE001  (re-raised with instructions)
+    if not missing:
+      raise
+    raise MissingDatasetFilesError(
+        f"preparing {dc.name!r} failed ({type(e).__name__}: {e}); if the "
+        "download failed (no network?), download the files by hand.\n"
+        + missing_files_message(dc, folder, files)) from e
+  return builder
 
 
 def canonical_fn(dc: ml_collections.ConfigDict) -> Callable[[dict], Example]:
@@ -150,7 +341,12 @@ def mean_pixel(dc: ml_collections.ConfigDict) -> tuple[float, float, float]:
 
 
 def largest_box_cxcywh(boxes: tf.Tensor) -> tf.Tensor:
-  """The largest of ``boxes`` [N, 4] (yxyx) as normalized (cx, cy, w, h)."""
+  """The largest of ``boxes`` [N, 4] (yxyx) as normalized (cx, cy, w, h).
+
+  All zeros when there is no box (e.g. all were cropped away).
+  """
+  boxes = tf.concat([tf.reshape(tf.cast(boxes, tf.float32), [-1, 4]),
+                     tf.zeros([1, 4])], 0)  # a zero box loses to any real one
   area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
   b = tf.gather(boxes, tf.argmax(area))
   return tf.stack([(b[1] + b[3]) / 2, (b[0] + b[2]) / 2, b[3] - b[1], b[2] - b[0]])

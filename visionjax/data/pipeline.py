@@ -15,6 +15,14 @@ Guarantees:
 * Evaluation batches are padded to the full host batch with ``valid=False``
   examples, and every host yields the same number of batches, so each example
   counts exactly once and multi-host evaluation never deadlocks.
+* Static shapes: when ``config.dataset.image_size`` is set, examples whose
+  augmentation did not already produce a fixed size are fitted to it. For
+  segmentation the image is shrunk to fit (never enlarged) keeping its aspect
+  ratio and padded bottom/right with the mean pixel and mask 255, so every
+  labelled pixel is scored once at its own resolution (VOC's <= 500 px images
+  evaluate unresized at 512x512); other tasks stretch to ``image_size``
+  (normalized boxes follow). Datasets of varying image size need
+  ``image_size``.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from visionjax.data import adapters
+from visionjax.data import transforms
 
 Batch = dict[str, np.ndarray]
 TASKS = ("classification", "segmentation", "localization", "detection")
@@ -43,17 +52,55 @@ def host_batch_size(global_batch: int) -> int:
   return global_batch // n_proc
 
 
+def _image_features(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
+  return {k: f for k, f in builder.info.features.items()
+          if isinstance(f, tfds.features.Image)}
+
+
 def load_split(dc: ml_collections.ConfigDict, split: str, *, shuffle_files: bool,
-               seed: int) -> tuple[tf.data.Dataset, int]:
-  """This process's part of ``split`` of ``dc.name`` and the split's size."""
-  builder = adapters.get_builder(dc)
-  builder.download_and_prepare(**adapters.prepare_kwargs(dc))
+               seed: int, decode: bool = True) -> tuple[tf.data.Dataset, int]:
+  """This process's part of ``split`` of ``dc.name`` and the split's size.
+
+  With ``decode=False`` image features stay encoded (PNG/JPEG bytes) until
+  `decode_fn` is applied, so shuffle buffers hold bytes, not pixels.
+  """
+  builder = adapters.prepare(dc)
+  if split not in builder.info.splits:
+    raise ValueError(f"dataset {dc.name!r} has no split {split!r}; its splits "
+                     f"are {sorted(builder.info.splits)}")
   total = builder.info.splits[split].num_examples
+  decoders = None if decode else {
+      k: tfds.decode.SkipDecoding() for k in _image_features(builder)}
   ds = builder.as_dataset(
       split=tfds.split_for_jax_process(split, drop_remainder=False),
-      shuffle_files=shuffle_files,
+      shuffle_files=shuffle_files, decoders=decoders,
       read_config=tfds.ReadConfig(shuffle_seed=seed))
   return ds, total
+
+
+def decode_fn(dc: ml_collections.ConfigDict) -> Callable[[dict], dict]:
+  """Decodes the image features `load_split(decode=False)` left encoded."""
+  features = _image_features(adapters.get_builder(dc))
+  return lambda ex: {**ex, **{k: f.decode_example(ex[k]) for k, f in features.items()}}
+
+
+def _fit_fn(config: ml_collections.ConfigDict, output_size
+            ) -> Callable[[dict], dict]:
+  """Brings examples to ``config.dataset.image_size`` unless already fixed."""
+  dc = config.dataset
+  size = dc.get("image_size")
+  if isinstance(output_size, tuple):  # the augmentation fixed the size
+    return lambda ex: ex
+  if not size:
+    shape = dataset_info(config).features["image"].shape
+    if None in shape[:2]:
+      raise ValueError(
+          f"dataset {dc.name!r} has images of varying size {shape}; set "
+          "config.dataset.image_size = (height, width) so batches have one shape")
+    return lambda ex: ex
+  seg = config.task == "segmentation"
+  return lambda ex: transforms.fit(ex, size, keep_aspect=seg, allow_upscale=not seg,
+                                   fill=adapters.mean_pixel(dc))
 
 
 def _preprocess_fn(config: ml_collections.ConfigDict, train: bool
@@ -66,9 +113,10 @@ def _preprocess_fn(config: ml_collections.ConfigDict, train: bool
   mean = tf.constant(dc.get("mean", (0.5, 0.5, 0.5)), tf.float32) * 255.0
   std = tf.constant(dc.get("std", (0.25, 0.25, 0.25)), tf.float32) * 255.0
   augment = adapters.make_augment(config, train)
+  fit = _fit_fn(config, augment.output_size)
 
   def fn(seed: tf.Tensor, ex: dict) -> dict:
-    ex = augment(seed, ex)
+    ex = fit(augment(seed, ex))
     out = {"image": (tf.cast(ex["image"], tf.float32) - mean) / std}
     if task in ("classification", "localization"):
       out["label"] = tf.cast(ex["label"], tf.int32)
@@ -89,18 +137,24 @@ def train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0
   dc = config.dataset
   batch = host_batch_size(config.batch_size)
   seed = config.seed + jax.process_index()
-  ds, _ = load_split(dc, dc.train_split, shuffle_files=True, seed=seed)
-  ds = ds.map(adapters.canonical_fn(dc), num_parallel_calls=tf.data.AUTOTUNE)
+  ds, total = load_split(dc, dc.train_split, shuffle_files=True, seed=seed,
+                         decode=False)
   ds = ds.repeat()
-  ds = ds.shuffle(dc.get("shuffle_buffer", 10_000), seed=seed,
-                  reshuffle_each_iteration=True)
+  # Shuffle encoded examples (bytes, not pixels: a 10k buffer of decoded
+  # Cityscapes frames would need ~140 GB); a buffer larger than this host's
+  # share of the split would only mix epochs.
+  host_share = math.ceil(total / jax.process_count())
+  ds = ds.shuffle(max(1, min(dc.get("shuffle_buffer", 10_000), host_share)),
+                  seed=seed, reshuffle_each_iteration=True)
   # Index every example so its augmentation seed is fixed, then skip what a
-  # resumed run has already consumed (before the costly augmentation).
+  # resumed run has already consumed (before decoding and augmentation).
   ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds)
   if start_step:
     ds = ds.skip(start_step * batch)
+  decode, canonical = decode_fn(dc), adapters.canonical_fn(dc)
   prep = _preprocess_fn(config, train=True)
-  ds = ds.map(lambda i, ex: prep(tf.stack([tf.cast(seed, tf.int64), i]), ex),
+  ds = ds.map(lambda i, ex: prep(tf.stack([tf.cast(seed, tf.int64), i]),
+                                 canonical(decode(ex))),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE)
@@ -110,32 +164,33 @@ def eval_batches(config: ml_collections.ConfigDict, split: str | None = None
                  ) -> Iterator[Batch]:
   """Padded host batches over one pass of ``split``; ``valid`` marks real ones.
 
-  Every process yields ``ceil(ceil(N / processes) / host_batch)`` batches.
+  Every process yields ``ceil(ceil(N / processes) / host_batch)`` batches;
+  a host whose share ran out yields all-padding batches (``valid`` False).
   """
   dc = config.dataset
   split = split or dc.eval_split
   batch = host_batch_size(config.get("eval_batch_size", config.batch_size))
   ds, total = load_split(dc, split, shuffle_files=False, seed=0)
-  ds = ds.map(adapters.canonical_fn(dc), num_parallel_calls=tf.data.AUTOTUNE)
+  canonical = adapters.canonical_fn(dc)
   prep = _preprocess_fn(config, train=False)
-  ds = ds.map(lambda ex: {**prep(tf.zeros([2], tf.int64), ex),
+  ds = ds.map(lambda ex: {**prep(tf.zeros([2], tf.int64), canonical(ex)),
                           "valid": tf.constant(True)},
               num_parallel_calls=tf.data.AUTOTUNE)
+  empty = {k: np.zeros((0, *s.shape), s.dtype.as_numpy_dtype)
+           for k, s in ds.element_spec.items()}
   ds = ds.batch(batch).prefetch(tf.data.AUTOTUNE)
   num_batches = math.ceil(math.ceil(total / jax.process_count()) / batch)
-  template = None
   it = ds.as_numpy_iterator()
   for _ in range(num_batches):
     b = next(it, None)
-    if b is None:  # this host ran out before the others: an all-padding batch
-      b = jax.tree.map(lambda x: np.zeros_like(x[:0]), template)
-    template = b
-    yield pad_batch(b, batch)
+    yield pad_batch(empty if b is None else b, batch)
 
 
 def pad_batch(b: Batch, size: int) -> Batch:
   """Pads every array of ``b`` along axis 0 to ``size`` with zeros."""
   n = len(b["valid"])
+  if n > size:
+    raise ValueError(f"batch of {n} examples is larger than the padded size {size}")
   if n == size:
     return b
   return {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
