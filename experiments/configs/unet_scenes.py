@@ -7,6 +7,7 @@ def get_config():
   c.task = "segmentation"
   c.model.name = "unet_small"
   c.model.features = (8, 16, 32, 64)
+  c.task_kwargs.foreground_weight = 3.0  # digits are ~10% of pixels
   c.dataset.name = "digit_scenes/scenes64"
   c.batch_size = 32
   c.eval_batch_size = 64

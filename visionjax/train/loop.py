@@ -143,10 +143,11 @@ def evaluate(exp: Experiment, state: Any, split: str | None = None,
       sums = exp.eval_step(state, exp.engine.put_batch(batch))
     else:
       sums, examples = step(state, exp.engine.put_batch(batch))
-      # pmap returns [devices, per-device batch, ...]: flatten to the batch.
-      examples = jax.tree.map(
-          lambda x: x.reshape((-1,) + x.shape[2:]) if exp.engine.axis_name else x,
-          jax.device_get(examples))
+      if exp.engine.axis_name is None:  # jit: replicated global batch
+        examples = exp.engine.fetch(examples)
+      else:  # pmap: [devices, per-device batch, ...] -> [batch, ...]
+        examples = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]),
+                                jax.device_get(examples))
       if acc is None:
         acc = exp.task.eval_init(batch["image"].shape[1:3])
       acc = exp.task.eval_update(acc, examples)

@@ -78,7 +78,7 @@ class JitEngine:
     return state
 
   def fetch(self, tree: Any) -> Any:
-    return jax.device_get(tree)
+    return host_copy(tree)
 
 
 class PmapEngine:
@@ -138,6 +138,15 @@ class PmapEngine:
 
   def fetch(self, tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x[0]), jax.device_get(tree))
+
+
+def host_copy(tree: Any) -> Any:
+  """NumPy copy of replicated (or single-device) arrays.
+
+  Reads this host's first shard, so it also works on multi-host meshes where
+  a replicated array is not fully addressable (``jax.device_get`` refuses it).
+  """
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
 def make_engine(name: str, devices: list | None = None) -> JitEngine | PmapEngine:

@@ -107,10 +107,16 @@ class ClassificationTask:
 
 @dataclasses.dataclass(frozen=True)
 class SegmentationTask:
-  """Per-pixel softmax classification with an ignore label."""
+  """Per-pixel softmax classification with an ignore label.
+
+  ``foreground_weight`` > 1 up-weights the cross-entropy of every class but
+  0 (background); the mean still divides by the pixel count, so the loss
+  stays a (sum, count) pair that adds up exactly across devices.
+  """
   num_classes: int
   ignore_index: int = 255
   label_smoothing: float = 0.0
+  foreground_weight: float = 1.0
   name: str = "segmentation"
 
   def validate(self, batch: Batch, channels: int) -> None:
@@ -118,9 +124,12 @@ class SegmentationTask:
     _int_field(batch, "mask", tuple(batch["image"].shape[:3]))
 
   def loss(self, outputs, batch):
+    weights = None
+    if self.foreground_weight != 1.0:
+      weights = jnp.full((self.num_classes,), self.foreground_weight).at[0].set(1.0)
     return losses.softmax_cross_entropy(
         outputs, batch["mask"], ignore_index=self.ignore_index,
-        label_smoothing=self.label_smoothing, where=_valid(batch),
+        label_smoothing=self.label_smoothing, weights=weights, where=_valid(batch),
         reduction="sum_and_count")
 
   def train_sums(self, outputs, batch):
