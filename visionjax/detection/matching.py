@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 
 from visionjax.detection.coding import SSD_VARIANCES, encode
@@ -29,8 +30,8 @@ class Match(NamedTuple):
   """Per default box: ``index`` int32 [A] of its ground truth (-1: background)
   and ``iou`` float [A] with that ground truth (the best IoU over the valid
   ground truth for background boxes; 0 when there is none)."""
-  index: any
-  iou: any
+  index: jax.Array
+  iou: jax.Array
 
 
 def match(gt_boxes, gt_valid, anchors, iou_threshold: float = 0.5, *,
@@ -69,9 +70,9 @@ class Targets(NamedTuple):
   """Training targets per default box: ``labels`` int32 [A] (0 = background,
   c + 1 = ground-truth class c), ``offsets`` float [A, 4] (encoded matched
   box; zeros for background), ``positive`` bool [A], ``match`` (:class:`Match`)."""
-  labels: any
-  offsets: any
-  positive: any
+  labels: jax.Array
+  offsets: jax.Array
+  positive: jax.Array
   match: Match
 
 

@@ -41,7 +41,7 @@ def draw_boxes(ax, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
   ax.set_ylim(h, 0)
   ax.set_xticks([])
   ax.set_yticks([])
-  fs = 6 if max(h, w) <= 128 else 8
+  fs = 8
   for b in (np.zeros((0, 4)) if gt_boxes is None else np.asarray(gt_boxes)):
     x1, y1, x2, y2 = b * scale
     ax.add_patch(mpatches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="white",
@@ -52,7 +52,7 @@ def draw_boxes(ax, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     colour = cols[c % len(cols)]
     ax.add_patch(mpatches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour, lw=1.5))
     tag = class_names[c] if scores is None else f"{class_names[c]} {float(scores[i]):.2f}"
-    ax.text(x1, y1, tag, fontsize=fs, color="black", va="bottom",
+    ax.text(x1, y1, tag, fontsize=fs, color="black", va="bottom", clip_on=True,
             bbox=dict(facecolor=colour, alpha=0.8, pad=0.5, lw=0))
   if title:
     ax.set_title(title, fontsize=8)
