@@ -60,6 +60,8 @@ class DatasetAdapter:
   sources: Callable[[str | None], tuple[SourceFile, ...]] = lambda config: ()
   # True when TFDS cannot download the files (registration needed).
   manual_only: bool = False
+  # The builder feature that becomes the canonical ``image``.
+  image_key: str = "image"
 
 
 # ------------------------------------------------------------- digit_scenes
@@ -197,7 +199,7 @@ DATASETS: dict[str, DatasetAdapter] = {
     "cityscapes": DatasetAdapter(
         canonical=_cityscapes, num_classes={"segmentation": 19},
         class_names={"segmentation": CITYSCAPES_CLASSES},
-        sources=_cityscapes_sources, manual_only=True),
+        sources=_cityscapes_sources, manual_only=True, image_key="image_left"),
 }
 
 

@@ -202,5 +202,21 @@ def num_classes_of(config: ml_collections.ConfigDict) -> int:
   return adapters.num_classes(config.dataset, config.task)
 
 
-def dataset_info(config: ml_collections.ConfigDict) -> Any:
-  return adapters.get_builder(config.dataset).info
+class CanonicalInfo:
+  """A builder's `tfds.core.DatasetInfo` whose ``features['image']`` is the
+  feature that becomes the canonical image (Cityscapes: ``image_left``);
+  every other attribute is the builder's."""
+
+  def __init__(self, info: tfds.core.DatasetInfo, image_key: str):
+    self._info = info
+    self.features = {**dict(info.features.items()), "image": info.features[image_key]}
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._info, name)
+
+
+def dataset_info(config: ml_collections.ConfigDict) -> CanonicalInfo:
+  """The dataset's info; ``.features['image'].shape`` is (H, W, C), with
+  None for sizes that vary between images."""
+  dc = config.dataset
+  return CanonicalInfo(adapters.get_builder(dc).info, adapters.adapter(dc).image_key)
