@@ -73,10 +73,9 @@ def test_model_default_boxes_equal_the_reference_layout():
 def test_ssd_lite_forward_jit_and_bad_sources():
   model = vm.create("ssd_lite", num_classes=10, **vm.spec_of("ssd_lite").smoke)
   x = jnp.ones((2, 64, 64, 3))
-  variables = model.init(jax.random.key(0), x)
-  out = jax.jit(lambda v, x: model.apply(v, x))(variables, x)
+  out = jax.jit(lambda x: model.apply(model.init(jax.random.key(0), x), x))(x)
   assert out["logits"].shape == (2, 480, 11) and out["offsets"].shape == (2, 480, 4)
   assert bool(jnp.all(jnp.isfinite(out["logits"])))
   bad = vm.create("ssd_lite", num_classes=10, sources=("layer9", "layer3"))
   with pytest.raises(ValueError, match="sources \\['layer9'\\] are not features"):
-    bad.init(jax.random.key(0), x)
+    jax.eval_shape(bad.init, jax.random.key(0), x)

@@ -167,14 +167,14 @@ REGISTRY: Dict[str, ModelSpec] = {
                           anchor_specs=anchor_lib.ssd300_specs()),
         "detection", input_size=(300, 300),
         smoke=frozen(encoder_kwargs=_VGG_SMOKE, extras=_SMOKE_EXTRAS,
-                     anchor_specs=None), smoke_size=(64, 64)),
+                     anchor_specs=None), smoke_size=(96, 96)),
     "ssd512_vgg16": ModelSpec(
         functools.partial(SSD, encoder="vgg16", encoder_kwargs=frozen(ssd=True),
                           extras=SSD512_EXTRAS,
                           anchor_specs=anchor_lib.ssd512_specs()),
         "detection", input_size=(512, 512),
         smoke=frozen(encoder_kwargs=_VGG_SMOKE, extras=_SMOKE_EXTRAS,
-                     anchor_specs=None), smoke_size=(64, 64)),
+                     anchor_specs=None), smoke_size=(96, 96)),
     "ssd300_resnet18": ModelSpec(
         functools.partial(SSD, encoder="resnet18", sources=("layer2", "layer3", "layer4"),
                           l2norm_sources=(), extras=RESNET300_EXTRAS, extra_norm=True,
