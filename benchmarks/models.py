@@ -13,7 +13,8 @@ Resolution: each model runs at min(--resolution, its published input size),
 so the 32×32 CIFAR models stay at 32×32; the row prints what was used. The
 train step is one SGD-with-momentum update on a task-appropriate loss
 (cross-entropy; per-pixel for segmentation; + L1 on boxes for localizers;
-mean squared features for backbones), with BatchNorm statistics updated.
+mean squared outputs for backbones and detectors), with BatchNorm statistics
+updated.
 Weights are random: speed does not depend on their values.
 """
 from __future__ import annotations
@@ -58,7 +59,10 @@ def _loss(task: str, out: Any, labels: Any) -> jax.Array:
   if task == "localization":
     return (optax.softmax_cross_entropy_with_integer_labels(
         out["logits"], labels).mean() + jnp.abs(out["boxes"] - 0.5).mean())
-  return sum(jnp.mean(jnp.square(f)) for f in jax.tree_util.tree_leaves(out))
+  # Backbones and detectors: mean squared outputs, a stand-in differentiable
+  # loss with the same backward cost as a real one.
+  return sum(jnp.mean(jnp.square(f)) for f in jax.tree_util.tree_leaves(out)
+             if jnp.issubdtype(f.dtype, jnp.floating))
 
 
 def _labels(task: str, num_classes: int, batch: int, size: Tuple[int, int]):
@@ -143,8 +147,7 @@ def _select(arg: str) -> List[str]:
   out: List[str] = []
   for item in arg.split(","):
     item = item.strip()
-    if item in ("classification", "segmentation", "localization",
-                "backbone"):
+    if item in vm.TASKS:
       out += vm.list_models(item)
     else:
       vm.spec_of(item)  # ValueError listing the valid names.

@@ -28,7 +28,8 @@ from visionjax.models.layers import ModelSpec, count_params
 __all__ = ["create", "list_models", "task_of", "spec_of", "MODEL_TASKS",
            "REGISTRY", "ModelSpec", "count_params"]
 
-TASKS = ("classification", "segmentation", "localization", "detection", "backbone")
+TASKS = ("classification", "segmentation", "localization", "detection",
+         "backbone")
 
 
 def _merge(*registries: Mapping[str, ModelSpec]) -> Mapping[str, ModelSpec]:
@@ -70,8 +71,8 @@ def spec_of(name: str) -> ModelSpec:
 
 
 def task_of(name: str) -> str:
-  """'classification' | 'segmentation' | 'localization' | 'backbone' (or
-  'detection' once detectors are registered)."""
+  """'classification' | 'segmentation' | 'localization' | 'detection' |
+  'backbone'."""
   return spec_of(name).task
 
 

@@ -15,9 +15,9 @@ Upsampling is bilinear interpolation. The reference Caffe models implement
 it as deconvolutions with fixed bilinear kernels (lr_mult 0); a resize
 computes the same values (tested equal except within f pixels of the
 border, where the deconvolution fades into zero padding) without a 64×64
-stride-32 transposed convolution, which is slow on XLA:CPU. Instead of the reference's 100-pixel
-input padding and Crop layers, the input is padded to a multiple of 32 and
-the logits are cropped back, so any H×W works.
+stride-32 transposed convolution, which is slow on XLA:CPU. Instead of the
+reference's 100-pixel input padding and Crop layers, the input is padded to
+a multiple of 32 and the logits are cropped back, so any H×W works.
 """
 from __future__ import annotations
 

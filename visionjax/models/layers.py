@@ -1,12 +1,15 @@
 """Small layers and shape helpers shared by the model zoo.
 
 Everything here is a pure function or a stateless Flax module with static
-shapes, so it jits on every backend. The one formulation choice that matters
-for speed is `UpConv2x`: a learned 2×2 stride-2 transposed convolution is
-computed as a 1×1 convolution to 4·F channels followed by depth-to-space.
-Both compute the identical function (`conv_transpose_kernel_to_1x1` maps the
-weights, tested in tests/test_models_layers.py), but XLA:CPU runs the
-transposed-convolution form roughly 30× slower forward+backward.
+shapes, so it jits on every backend. Formulations chosen for speed, each
+tested equal to the textbook form in tests/test_models_layers.py:
+  `UpConv2x`: a learned 2×2 stride-2 transposed convolution as a 1×1
+    convolution to 4·F channels + depth-to-space (weights mapped by
+    `conv_transpose_kernel_to_1x1`); XLA:CPU runs the transposed form ~30×
+    slower forward+backward.
+  `shifted_conv_general_dilated`: depthwise convolutions as k·k strided
+    slices, 2-10× faster than grouped-convolution gradients on XLA:CPU.
+  `adaptive_avg_pool`: two matmuls with static averaging matrices.
 """
 from __future__ import annotations
 
@@ -280,7 +283,8 @@ class UpConv2x(ZooModule):
                      dtype=self.dtype, param_dtype=self.param_dtype,
                      name="conv")(y)
     raise ValueError(
-        f"UpConv2x: method must be 'learned' or 'bilinear', got {self.method!r}")
+        "UpConv2x: method must be 'learned' or 'bilinear', got "
+        f"{self.method!r}")
 
 
 def max_pool(x: jax.Array, window: int = 2, stride: Optional[int] = None,
@@ -315,19 +319,13 @@ def count_params(variables_or_shapes: Any) -> int:
   return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
 
 
-def to_float32(tree: Any) -> Any:
-  """Casts every floating output leaf to float32 (outputs contract)."""
-  return jax.tree_util.tree_map(
-      lambda a: a.astype(jnp.float32)
-      if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
-
-
 class ModelSpec(NamedTuple):
   """One registry entry; each model file exports a `REGISTRY` of these.
 
   factory:    `functools.partial` of the module class; `create` calls it with
               the user's keyword overrides.
-  task:       'classification' | 'segmentation' | 'localization' | 'backbone'.
+  task:       'classification' | 'segmentation' | 'localization' |
+              'detection' | 'backbone'.
   input_size: (H, W) the architecture was published at (benchmark default).
   smoke:      field overrides for a tiny variant with the same code paths,
               used by the shared smoke test and laptop demos.
@@ -343,5 +341,6 @@ class ModelSpec(NamedTuple):
 
 
 def frozen(**kwargs: Any) -> Mapping[str, Any]:
-  """Read-only kwargs mapping for `ModelSpec.smoke` (registry stays immutable)."""
+  """Read-only kwargs mapping for `ModelSpec.smoke` (keeps the registry
+  immutable)."""
   return types.MappingProxyType(kwargs)

@@ -18,16 +18,15 @@ previous dilation, the rest use the new one.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
-                                     batch_norm, check_images, frozen)
-
-ModuleDef = Any
+from visionjax.models.layers import (ConvNormAct, ModelSpec, ModuleDef,
+                                     ZooModule, batch_norm, check_images,
+                                     frozen)
 
 DEPTHS = {  # name: (stage_sizes, block)
     "resnet18": ((2, 2, 2, 2), "basic"),
@@ -55,7 +54,7 @@ class ResidualBlock(ZooModule):
   block: str = "basic"
   stride: int = 1
   dilation: int = 1
-  norm: ModuleDef = None
+  norm: Optional[ModuleDef] = None
   act: Callable = nn.relu
 
   @nn.compact
