@@ -414,3 +414,26 @@ def test_chain_output_size_and_bad_arguments():
     A.horizontal_flip(p=1.5)
   with pytest.raises(ValueError, match="base='bogus'"):
     A.scale_jitter((8, 8), base="bogus")
+
+
+@pytest.mark.parametrize("base", ["image", "fit"])
+def test_scale_jitter_equals_resize_then_crop(base):
+  """The window-first implementation against the naive one (resize the whole
+  image, then crop), with the same random draws."""
+  size, ex = (40, 48), as_tf(scene())
+  op = A.scale_jitter(size, 0.5, 2.0, base=base)
+  agree = []
+  for i in range(8):
+    s = A._uniform(seed(i), 0, 0.5, 2.0)
+    if base == "fit":
+      s = s * min(40 / H, 48 / W)
+    nh, nw = max(int(np.round(H * float(s))), 1), max(int(np.round(W * float(s))), 1)
+    top = int(A._randint(seed(i), 1, 0, max(nh - 40, 0)))
+    left = int(A._randint(seed(i), 2, 0, max(nw - 48, 0)))
+    ref = as_np(T.crop_or_pad(T.resize(ex, (nh, nw)), top, left, 40, 48))
+    out = as_np(op(seed(i), ex))
+    agree.append(np.mean(out["mask"] == ref["mask"]))
+    np.testing.assert_array_equal(out["box_labels"], ref["box_labels"])
+    np.testing.assert_allclose(out["boxes"] * [40, 48, 40, 48],
+                               ref["boxes"] * [40, 48, 40, 48], atol=1.5)
+  assert min(agree) > 0.9 and np.mean(agree) > 0.97

@@ -152,7 +152,13 @@ def scale_jitter(size: Sequence[int] | None = None, min_scale: float = 0.5,
   _check_range(min_scale, max_scale, "scale_jitter", 1e-6)
   if base not in ("image", "fit"):
     raise ValueError(f"scale_jitter: base={base!r}; expected 'image' or 'fit'")
-  crop = random_crop((th, tw), fill)
+
+  def window(top, n_out, scale, n_in):
+    """Input rows [a, b) that the output rows [top, top + n_out) come from."""
+    a = tf.clip_by_value(tf.cast(tf.floor(tf.cast(top, tf.float32) / scale), tf.int32), 0, n_in)
+    b = tf.clip_by_value(tf.cast(tf.math.ceil(tf.cast(top + n_out, tf.float32) / scale),
+                                 tf.int32), a + 1, n_in)
+    return a, tf.maximum(b, a + 1)
 
   def op(seed, ex):
     h, w = T.hw(ex)
@@ -162,7 +168,22 @@ def scale_jitter(size: Sequence[int] | None = None, min_scale: float = 0.5,
       s = s * tf.minimum(th / hf, tw / wf)
     nh = tf.maximum(tf.cast(tf.round(hf * s), tf.int32), 1)
     nw = tf.maximum(tf.cast(tf.round(wf * s), tf.int32), 1)
-    return crop(_sub_seed(seed, 1), T.resize(ex, tf.stack([nh, nw])))
+    top = _randint(seed, 1, 0, tf.maximum(nh - th, 0))
+    left = _randint(seed, 2, 0, tf.maximum(nw - tw, 0))
+    # Same result as resizing the whole image to (nh, nw) and cropping at
+    # (top, left), up to a pixel of rounding, at the cost of the crop: only
+    # the input window under the crop is resized (a 2x Cityscapes frame
+    # would otherwise be a 2048x4096 float image per example).
+    sy, sx = tf.cast(nh, tf.float32) / hf, tf.cast(nw, tf.float32) / wf
+    y0, y1 = window(top, th, sy, h)
+    x0, x1 = window(left, tw, sx, w)
+    ex = T.crop_or_pad(ex, y0, x0, y1 - y0, x1 - x0)
+    rh = tf.maximum(tf.cast(tf.round(tf.cast(y1 - y0, tf.float32) * sy), tf.int32), 1)
+    rw = tf.maximum(tf.cast(tf.round(tf.cast(x1 - x0, tf.float32) * sx), tf.int32), 1)
+    ex = T.resize(ex, tf.stack([rh, rw]))
+    oy = top - tf.cast(tf.round(tf.cast(y0, tf.float32) * sy), tf.int32)
+    ox = left - tf.cast(tf.round(tf.cast(x0, tf.float32) * sx), tf.int32)
+    return T.crop_or_pad(ex, oy, ox, th, tw, fill=fill)
 
   return _with_size(op, (th, tw))
 

@@ -57,6 +57,22 @@ def _image_features(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
           if isinstance(f, tfds.features.Image)}
 
 
+def _split_size(dc: ml_collections.ConfigDict, splits, split: str, index: int = 0,
+                count: int = 1) -> int:
+  """Examples of ``split`` ('a', 'a[:10%]', 'a+b', ...) that process ``index``
+  of ``count`` reads: `tfds.even_splits` shares out each part separately,
+  the first ``n % count`` processes getting one more."""
+  total = 0
+  for part in split.split("+"):
+    try:
+      n = splits[part.strip()].num_examples
+    except (KeyError, ValueError) as e:
+      raise ValueError(f"dataset {dc.name!r} has no split {part.strip()!r} "
+                       f"(in {split!r}); its splits are {sorted(splits)}") from e
+    total += n // count + (index < n % count)
+  return total
+
+
 def load_split(dc: ml_collections.ConfigDict, split: str, *, shuffle_files: bool,
                seed: int, decode: bool = True) -> tuple[tf.data.Dataset, int]:
   """This process's part of ``split`` of ``dc.name`` and the split's size.
@@ -65,16 +81,17 @@ def load_split(dc: ml_collections.ConfigDict, split: str, *, shuffle_files: bool
   `decode_fn` is applied, so shuffle buffers hold bytes, not pixels.
   """
   builder = adapters.prepare(dc)
-  if split not in builder.info.splits:
-    raise ValueError(f"dataset {dc.name!r} has no split {split!r}; its splits "
-                     f"are {sorted(builder.info.splits)}")
-  total = builder.info.splits[split].num_examples
+  splits = builder.info.splits
+  total = _split_size(dc, splits, split)
   decoders = None if decode else {
       k: tfds.decode.SkipDecoding() for k in _image_features(builder)}
-  ds = builder.as_dataset(
-      split=tfds.split_for_jax_process(split, drop_remainder=False),
-      shuffle_files=shuffle_files, decoders=decoders,
-      read_config=tfds.ReadConfig(shuffle_seed=seed))
+  read = dict(shuffle_files=shuffle_files, decoders=decoders,
+              read_config=tfds.ReadConfig(shuffle_seed=seed))
+  if _split_size(dc, splits, split, jax.process_index(), jax.process_count()):
+    ds = builder.as_dataset(split=tfds.split_for_jax_process(split, drop_remainder=False),
+                            **read)
+  else:  # more processes than examples: TFDS rejects an empty sub-split
+    ds = builder.as_dataset(split=split, **read).take(0)
   return ds, total
 
 
