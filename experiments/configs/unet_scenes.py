@@ -6,18 +6,19 @@ def get_config():
   c = base_config()
   c.task = "segmentation"
   c.model.name = "unet_small"
-  c.model.features = (8, 16, 32, 64)
+  c.model.features = (16, 32, 64, 128)  # narrower (8..64) never learned digit identity
   c.task_kwargs.foreground_weight = 3.0  # digits are ~10% of pixels
   c.dataset.name = "digit_scenes/scenes64"
-  c.batch_size = 32
+  c.batch_size = 16
   c.eval_batch_size = 64
-  c.num_train_steps = 1200
+  c.num_train_steps = 3000
   c.log_every_steps = 50
   c.optimizer.name = "adamw"
   c.optimizer.learning_rate = 3e-3
   c.optimizer.warmup_steps = 100
   c.optimizer.weight_decay = 1e-4
-  c.checkpoint.every_steps = 400
+  c.checkpoint.every_steps = 500
+  c.eval_every_steps = 1000
   c.checkpoint.best_metric = "miou"
   c.num_visualizations = 6
   return c
