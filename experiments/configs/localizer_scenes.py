@@ -1,6 +1,6 @@
 """Classification with localization on the 64×64 digit scenes.
 
-A small ResNet-18-style localizer (3×3 stem, 4 stages of widths 16..128)
+A narrow ResNet-18 localizer (ImageNet stem, 4 stages of widths 16..128)
 predicts the scene label and one box (cx, cy, w, h) per image; loss
 L = CE + λ·smooth-L1 (λ = `task_kwargs.box_weight`). Evaluation reports
 accuracy, mean box IoU and `correct_loc` (right class and IoU >= 0.5).

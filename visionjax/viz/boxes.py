@@ -58,6 +58,22 @@ def draw_boxes(ax, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     ax.set_title(title, fontsize=8)
 
 
+def _grid(n: int, row_height: float):
+  """A figure with n panels, 4 per row; returns (figure, the first n axes)."""
+  cols = min(n, 4)
+  rows = -(-n // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, row_height * rows), squeeze=False)
+  for ax in axes.flat[n:]:
+    ax.axis("off")
+  return fig, list(axes.flat[:n])
+
+
+def _save(fig, path: str) -> None:
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
 def save_detections(images: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                     classes: np.ndarray, valid: np.ndarray, class_names: Sequence[str],
                     path: str, *, gt_boxes: Optional[np.ndarray] = None,
@@ -78,25 +94,16 @@ def save_detections(images: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
     draw_boxes(ax, images[i], boxes[i][keep], classes[i][keep], class_names,
                scores[i][keep], gt)
 
-  cols = min(n, 4)
-  rows = -(-n // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-  for ax in axes.flat:
-    ax.axis("off")
+  fig, axes = _grid(n, 3.0)
   for i in range(n):
-    axes.flat[i].axis("on")
-    one(axes.flat[i], i)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+    one(axes[i], i)
+  _save(fig, path)
   if per_image_dir:
     os.makedirs(per_image_dir, exist_ok=True)
     for i in range(n):
       fig, ax = plt.subplots(figsize=(4, 4))
       one(ax, i)
-      fig.tight_layout()
-      fig.savefig(os.path.join(per_image_dir, f"{i:03d}.png"), dpi=100)
-      plt.close(fig)
+      _save(fig, os.path.join(per_image_dir, f"{i:03d}.png"))
 
 
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
@@ -112,19 +119,12 @@ def save_localization(images: np.ndarray, labels: np.ndarray, true_boxes: np.nda
   n = len(images)
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
-  cols = min(n, 4)
-  rows = -(-n // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
-  for ax in axes.flat:
-    ax.axis("off")
+  fig, axes = _grid(n, 3.2)
   for i in range(n):
-    ax = axes.flat[i]
-    ax.axis("on")
+    ax = axes[i]
     p = int(np.argmax(probs[i]))
     draw_boxes(ax, images[i], cxcywh_to_xyxy(pred_boxes[i])[None], np.array([p]), class_names,
                probs[i, p:p + 1], cxcywh_to_xyxy(true_boxes[i])[None])
     ax.set_title(f"{class_names[p]} ({probs[i, p]:.2f}) / {class_names[int(labels[i])]}",
                  fontsize=8, color="green" if p == int(labels[i]) else "red")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save(fig, path)
