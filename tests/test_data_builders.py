@@ -283,3 +283,24 @@ def test_builtin_dataset_through_the_same_path(tiny_data_dir):
   raw = list(tfds.as_numpy(b.as_dataset(split="test")))
   masks = {r["segmentation_mask"][..., 0].tobytes() for r in raw}
   assert {m.astype(np.uint8).tobytes() for m in ex["mask"]} == masks
+
+
+# ------------------------------------------------- joined datasets ("07+12")
+def test_voc_07_plus_12_trains_on_both_and_evaluates_on_the_first(built):
+  c = F.data_config(built, "voc/2007+voc/2012", "detection", batch_size=8, **{
+      "dataset.image_size": (64, 64), "dataset.max_boxes": 4,
+      "dataset.train_split": "train+validation", "dataset.eval_split": "test"})
+  sig = lambda boxes: np.round(np.sort(boxes, 0), 5).tobytes()
+  it = pipeline.train_dataset(c).as_numpy_iterator()
+  seen = []
+  for _ in range(3):
+    b = next(it)
+    seen += [sig(b["boxes"][i][b["box_valid"][i]]) for i in range(8)]
+  expected = {sig(t["boxes"]) for y in ("voc2007", "voc2012")
+              for t in built["truth"][y].values() if t["split"] != "test"}
+  assert len(expected) == 10
+  assert set(seen) == expected  # every train+val image of both years
+  ex, _ = _all_valid(c)
+  assert len(ex["boxes"]) == 2  # VOC 2007 test only (2012 test has no labels)
+  with pytest.raises(ValueError, match="one dataset family"):
+    adapters.dataset_names(F.data_config(built, "voc/2007+cifar10", "detection").dataset)

@@ -11,7 +11,10 @@ Canonical example (all tensors; keys present as the dataset provides them):
 Each dataset family (the TFDS name before ``/``) registers a `DatasetAdapter`
 in `DATASETS`; an unknown name raises an error listing the known ones.
 
-Datasets (``config.dataset.name``):
+Datasets (``config.dataset.name``; ``a+b`` trains on the train split of
+both configs of one family and evaluates on the first, e.g.
+``voc/2007+voc/2012`` with ``train_split='train+validation'`` is SSD's
+"07+12" and evaluates on VOC 2007 test):
   digit_scenes/{scenes64,digits32,tiny}  built in, nothing to download
   cifar10                                stock TFDS builder
   voc/2007, voc/2012                     stock TFDS builders (boxes)
@@ -203,8 +206,25 @@ DATASETS: dict[str, DatasetAdapter] = {
 }
 
 
+def dataset_names(dc: ml_collections.ConfigDict) -> list[str]:
+  """The TFDS names joined by ``+`` in ``dc.name`` (one family)."""
+  names = [n.strip() for n in dc.name.split("+")]
+  families = sorted({n.split("/")[0] for n in names})
+  if len(families) > 1 or not all(names):
+    raise ValueError(f"dataset {dc.name!r}: '+' joins configs of one dataset "
+                     f"family (e.g. 'voc/2007+voc/2012'), got families {families}")
+  return names
+
+
+def single(dc: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """A copy of ``dc`` naming only ``name``."""
+  out = dc.copy_and_resolve_references()
+  out.name = name
+  return out
+
+
 def adapter(dc: ml_collections.ConfigDict) -> DatasetAdapter:
-  family = dc.name.split("/")[0]
+  family = dataset_names(dc)[0].split("/")[0]
   if family not in DATASETS:
     raise ValueError(f"unknown dataset {dc.name!r}; known datasets: "
                      f"{sorted(DATASETS)} (a TFDS name, optionally '/config')")
@@ -212,10 +232,11 @@ def adapter(dc: ml_collections.ConfigDict) -> DatasetAdapter:
 
 
 def get_builder(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The builder of ``dc.name`` (of its first dataset when joined by ``+``)."""
   ad = adapter(dc)
   if ad.register is not None:
     ad.register()
-  return tfds.builder(dc.name, data_dir=dc.get("data_dir"))
+  return tfds.builder(dataset_names(dc)[0], data_dir=dc.get("data_dir"))
 
 
 def _config_name(dc: ml_collections.ConfigDict) -> str | None:
@@ -259,10 +280,17 @@ class MissingDatasetFilesError(FileNotFoundError):
 
 
 def prepare(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The builder of ``dc.name``, prepared (built once into ``data_dir``)."""
+  """Builds every dataset of ``dc.name`` once into ``data_dir``; returns the
+  (first) builder."""
+  for name in dataset_names(dc):
+    _prepare_one(single(dc, name))
+  return get_builder(dc)
+
+
+def _prepare_one(dc: ml_collections.ConfigDict) -> None:
   builder = get_builder(dc)
   if builder.is_prepared():
-    return builder
+    return
   ad = adapter(dc)
   folder = manual_dir(dc, builder)
   files = ad.sources(_config_name(dc))
@@ -278,7 +306,6 @@ def prepare(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
         f"preparing {dc.name!r} failed ({type(e).__name__}: {e}); if the "
         "download failed (no network?), download the files by hand.\n"
         + missing_files_message(dc, folder, files)) from e
-  return builder
 
 
 def canonical_fn(dc: ml_collections.ConfigDict) -> Callable[[dict], Example]:

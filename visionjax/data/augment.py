@@ -394,29 +394,32 @@ def photometric_distortion(brightness_delta: float = 32.0,
   """SSD/mmdet PhotoMetricDistortion: each of brightness (+-delta on 0..255),
   contrast, saturation and hue is applied with probability ``p``; contrast
   goes first or last (coin flip). Values are clipped to [0, 255] after every
-  step, as the reference implementations do on uint8 images."""
+  step, as the reference implementations do on uint8 images. Contrast and
+  saturation are tf.image's (about the mean / in HSV); the HSV round trips
+  only run when drawn (they dominate the cost)."""
   _check_prob(p, "photometric_distortion")
   _check_range(*contrast, "photometric_distortion contrast")
   _check_range(*saturation, "photometric_distortion saturation")
   if not 0 <= hue_delta_degrees <= 180:
     raise ValueError(f"photometric_distortion: hue_delta_degrees="
                      f"{hue_delta_degrees!r} must lie in [0, 180]")
+  clip = lambda x: tf.clip_by_value(x, 0.0, 1.0)
+
+  def maybe(apply, fn, img):
+    return tf.cond(apply, lambda: clip(fn(img)), lambda: img)
 
   def op(seed, ex):
-    def pick(k, lo, hi, neutral):
-      return tf.where(_coin(seed, k, p), _uniform(seed, k + 10, lo, hi), neutral)
-
-    delta = pick(0, -brightness_delta / 255.0, brightness_delta / 255.0, 0.0)
-    c = pick(1, contrast[0], contrast[1], 1.0)
-    s = pick(2, saturation[0], saturation[1], 1.0)
-    hue = pick(3, -hue_delta_degrees / 360.0, hue_delta_degrees / 360.0, 0.0)
+    on = [_coin(seed, k, p) for k in range(4)]
+    delta = _uniform(seed, 10, -brightness_delta / 255.0, brightness_delta / 255.0)
+    c = _uniform(seed, 11, contrast[0], contrast[1])
+    s = _uniform(seed, 12, saturation[0], saturation[1])
+    hue = _uniform(seed, 13, -hue_delta_degrees / 360.0, hue_delta_degrees / 360.0)
     contrast_first = _coin(seed, 4, 0.5)
-    clip = lambda x: tf.clip_by_value(x, 0.0, 1.0)
-    img = clip(_as_float(ex) + delta)
-    img = tf.where(contrast_first, clip(tf.image.adjust_contrast(img, c)), img)
-    img = clip(tf.image.adjust_saturation(img, s))
-    img = clip(tf.image.adjust_hue(img, hue))
-    img = tf.where(contrast_first, img, clip(tf.image.adjust_contrast(img, c)))
+    img = clip(_as_float(ex) + tf.where(on[0], delta, 0.0))
+    img = maybe(on[1] & contrast_first, lambda x: tf.image.adjust_contrast(x, c), img)
+    img = maybe(on[2], lambda x: tf.image.adjust_saturation(x, s), img)
+    img = maybe(on[3], lambda x: tf.image.adjust_hue(x, hue), img)
+    img = maybe(on[1] & ~contrast_first, lambda x: tf.image.adjust_contrast(x, c), img)
     return _from_float(ex, img)
 
   return _with_size(op, SAME)

@@ -74,13 +74,27 @@ def _split_size(dc: ml_collections.ConfigDict, splits, split: str, index: int = 
 
 
 def load_split(dc: ml_collections.ConfigDict, split: str, *, shuffle_files: bool,
-               seed: int, decode: bool = True) -> tuple[tf.data.Dataset, int]:
+               seed: int, decode: bool = True, all_datasets: bool = False
+               ) -> tuple[tf.data.Dataset, int]:
   """This process's part of ``split`` of ``dc.name`` and the split's size.
 
   With ``decode=False`` image features stay encoded (PNG/JPEG bytes) until
-  `decode_fn` is applied, so shuffle buffers hold bytes, not pixels.
+  `decode_fn` is applied, so shuffle buffers hold bytes, not pixels. For
+  names joined by ``+``: every dataset's ``split``, concatenated, with
+  ``all_datasets``; else the first dataset's.
   """
-  builder = adapters.prepare(dc)
+  adapters.prepare(dc)
+  names = adapters.dataset_names(dc)[:None if all_datasets else 1]
+  parts = [_load_one(adapters.single(dc, n), split, shuffle_files, seed, decode)
+           for n in names]
+  ds = parts[0][0]
+  for other, _ in parts[1:]:
+    ds = ds.concatenate(other)
+  return ds, sum(n for _, n in parts)
+
+
+def _load_one(dc, split, shuffle_files, seed, decode):
+  builder = adapters.get_builder(dc)
   splits = builder.info.splits
   total = _split_size(dc, splits, split)
   decoders = None if decode else {
@@ -93,6 +107,15 @@ def load_split(dc: ml_collections.ConfigDict, split: str, *, shuffle_files: bool
   else:  # more processes than examples: TFDS rejects an empty sub-split
     ds = builder.as_dataset(split=split, **read).take(0)
   return ds, total
+
+
+def max_host_share(dc: ml_collections.ConfigDict, split: str,
+                   all_datasets: bool = False) -> int:
+  """The most examples of ``split`` any process reads (process 0's share)."""
+  names = adapters.dataset_names(dc)[:None if all_datasets else 1]
+  return sum(_split_size(d, adapters.get_builder(d).info.splits, split, 0,
+                         jax.process_count())
+             for d in (adapters.single(dc, n) for n in names))
 
 
 def decode_fn(dc: ml_collections.ConfigDict) -> Callable[[dict], dict]:
@@ -148,19 +171,25 @@ def _preprocess_fn(config: ml_collections.ConfigDict, train: bool
   return fn
 
 
+def _no_autograph(fn: Callable) -> Callable:
+  """Map functions are plain TF ops (tf.cond where needed): skipping the
+  AutoGraph source rewrite halves tracing time."""
+  return tf.autograph.experimental.do_not_convert(fn)
+
+
 def train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0
                   ) -> tf.data.Dataset:
   """Endless, shuffled, augmented host batches, starting after ``start_step``."""
   dc = config.dataset
   batch = host_batch_size(config.batch_size)
   seed = config.seed + jax.process_index()
-  ds, total = load_split(dc, dc.train_split, shuffle_files=True, seed=seed,
-                         decode=False)
+  ds, _ = load_split(dc, dc.train_split, shuffle_files=True, seed=seed,
+                     decode=False, all_datasets=True)
   ds = ds.repeat()
   # Shuffle encoded examples (bytes, not pixels: a 10k buffer of decoded
   # Cityscapes frames would need ~140 GB); a buffer larger than this host's
   # share of the split would only mix epochs.
-  host_share = math.ceil(total / jax.process_count())
+  host_share = max_host_share(dc, dc.train_split, all_datasets=True)
   ds = ds.shuffle(max(1, min(dc.get("shuffle_buffer", 10_000), host_share)),
                   seed=seed, reshuffle_each_iteration=True)
   # Index every example so its augmentation seed is fixed, then skip what a
@@ -170,8 +199,8 @@ def train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0
     ds = ds.skip(start_step * batch)
   decode, canonical = decode_fn(dc), adapters.canonical_fn(dc)
   prep = _preprocess_fn(config, train=True)
-  ds = ds.map(lambda i, ex: prep(tf.stack([tf.cast(seed, tf.int64), i]),
-                                 canonical(decode(ex))),
+  ds = ds.map(_no_autograph(lambda i, ex: prep(tf.stack([tf.cast(seed, tf.int64), i]),
+                                              canonical(decode(ex)))),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE)
@@ -181,22 +210,22 @@ def eval_batches(config: ml_collections.ConfigDict, split: str | None = None
                  ) -> Iterator[Batch]:
   """Padded host batches over one pass of ``split``; ``valid`` marks real ones.
 
-  Every process yields ``ceil(ceil(N / processes) / host_batch)`` batches;
+  Every process yields ``ceil(largest host share / host_batch)`` batches;
   a host whose share ran out yields all-padding batches (``valid`` False).
   """
   dc = config.dataset
   split = split or dc.eval_split
   batch = host_batch_size(config.get("eval_batch_size", config.batch_size))
-  ds, total = load_split(dc, split, shuffle_files=False, seed=0)
+  ds, _ = load_split(dc, split, shuffle_files=False, seed=0)
   canonical = adapters.canonical_fn(dc)
   prep = _preprocess_fn(config, train=False)
-  ds = ds.map(lambda ex: {**prep(tf.zeros([2], tf.int64), canonical(ex)),
-                          "valid": tf.constant(True)},
+  ds = ds.map(_no_autograph(lambda ex: {**prep(tf.zeros([2], tf.int64), canonical(ex)),
+                                       "valid": tf.constant(True)}),
               num_parallel_calls=tf.data.AUTOTUNE)
   empty = {k: np.zeros((0, *s.shape), s.dtype.as_numpy_dtype)
            for k, s in ds.element_spec.items()}
   ds = ds.batch(batch).prefetch(tf.data.AUTOTUNE)
-  num_batches = math.ceil(math.ceil(total / jax.process_count()) / batch)
+  num_batches = math.ceil(max_host_share(dc, split) / batch)
   it = ds.as_numpy_iterator()
   for _ in range(num_batches):
     b = next(it, None)

@@ -82,6 +82,29 @@ def pixel_boxes(ex: Example) -> tf.Tensor:
   return tf.cast(ex["boxes"], tf.float32) * tf.stack([h, w, h, w])
 
 
+def _pad_window(x: tf.Tensor, top, left, height, width, fill) -> tf.Tensor:
+  """``x[top:top+height, left:left+width]`` with out-of-image parts = ``fill``.
+
+  Crops the part inside the image first, then pads only up to the window
+  (never the whole padded image); ``fill`` is a scalar or one per channel.
+  """
+  s = tf.shape(x)
+  h, w = s[0], s[1]
+  ya, yb = tf.clip_by_value(top, 0, h), tf.clip_by_value(top + height, 0, h)
+  xa, xb = tf.clip_by_value(left, 0, w), tf.clip_by_value(left + width, 0, w)
+  yb, xb = tf.maximum(yb, ya), tf.maximum(xb, xa)
+  pt = tf.clip_by_value(ya - top, 0, height)
+  pl = tf.clip_by_value(xa - left, 0, width)
+  pad = [[pt, height - pt - (yb - ya)], [pl, width - pl - (xb - xa)]]
+  inner = x[ya:yb, xa:xb]
+  if x.shape.rank == 2:
+    return tf.pad(inner, pad, constant_values=tf.cast(fill, x.dtype))
+  fill = tf.cast(tf.broadcast_to(fill, [3]), x.dtype)
+  # tf.pad fills with one scalar: pad each channel with its own value.
+  return tf.stack([tf.pad(inner[..., c], pad, constant_values=fill[c])
+                   for c in range(3)], axis=-1)
+
+
 def crop_or_pad(ex: Example, top, left, height, width,
                 fill: Sequence[float] | float = 0.0,
                 min_size_px: float = MIN_BOX_PX,
@@ -89,25 +112,18 @@ def crop_or_pad(ex: Example, top, left, height, width,
   """The window [top, top+height) x [left, left+width) of the example.
 
   The window may extend past the image (negative ``top``/``left`` or beyond
-  the far edge): image pixels there are ``fill`` (per channel), mask pixels
-  `IGNORE`. So this one function implements cropping, padding and the SSD
-  zoom-out canvas.
+  the far edge): image pixels there are ``fill`` (per channel, rounded to
+  uint8), mask pixels `IGNORE`. So this one function implements cropping,
+  padding and the SSD zoom-out canvas.
   """
-  h, w = hw(ex)
   top, left = tf.cast(top, tf.int32), tf.cast(left, tf.int32)
   height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
-  pt, pl = tf.maximum(0, -top), tf.maximum(0, -left)
-  pb = tf.maximum(0, top + height - h)
-  pr = tf.maximum(0, left + width - w)
-  y0, x0 = top + pt, left + pl
   out = dict(ex)
-  # tf.pad only fills with a scalar: pad (image - fill) with 0, add fill back.
-  f = _fill(fill)
-  img = tf.pad(tf.cast(ex["image"], tf.float32) - f, [[pt, pb], [pl, pr], [0, 0]]) + f
-  out["image"] = _to_uint8(img[y0:y0 + height, x0:x0 + width])
+  fill_u8 = tf.cast(tf.clip_by_value(tf.round(_fill(fill)), 0.0, 255.0), tf.uint8)
+  out["image"] = _pad_window(tf.cast(ex["image"], tf.uint8), top, left, height,
+                             width, fill_u8)
   if "mask" in ex:
-    m = tf.pad(ex["mask"], [[pt, pb], [pl, pr]], constant_values=IGNORE)
-    out["mask"] = m[y0:y0 + height, x0:x0 + width]
+    out["mask"] = _pad_window(ex["mask"], top, left, height, width, IGNORE)
   if "boxes" in ex:
     shift = tf.cast(tf.stack([top, left, top, left]), tf.float32)
     out = set_pixel_boxes(out, pixel_boxes(ex) - shift, height, width,
@@ -134,9 +150,10 @@ def resize(ex: Example, size, antialias: bool = False) -> Example:
 def flip_left_right(ex: Example) -> Example:
   """Mirrors the example horizontally."""
   out = dict(ex)
-  out["image"] = ex["image"][:, ::-1]
+  # tf.reverse: a [:, ::-1] strided slice is ~10x slower on CPU.
+  out["image"] = tf.reverse(ex["image"], [1])
   if "mask" in ex:
-    out["mask"] = ex["mask"][:, ::-1]
+    out["mask"] = tf.reverse(ex["mask"], [1])
   if "boxes" in ex:
     b = ex["boxes"]
     out["boxes"] = tf.stack([b[:, 0], 1.0 - b[:, 3], b[:, 2], 1.0 - b[:, 1]], axis=1)

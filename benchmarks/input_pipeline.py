@@ -1,0 +1,155 @@
+"""Input-pipeline throughput against the matching train step, on this machine.
+
+For the data side of four experiment configs -- CIFAR-10 (pad-crop-flip),
+VOC detection with the SSD recipe (photometric, zoom-out, IoU crop, flip,
+300x300), VOC segmentation (DeepLab scale jitter, 513 crops) and Cityscapes
+(scale jitter, 768 crops of 1024x2048 frames) -- this prints:
+
+* pipeline images/s with tf.data's default threading (all cores) and with
+  one thread (the per-core figure), at the config's batch size;
+* the matching model's train-step images/s (the config's model at full size,
+  on one JAX CPU device, at a small batch: CPU steps are slow);
+* the step fed by the pipeline (prefetched to the device) against the step
+  fed one fixed batch: the ratio shows whether input keeps up.
+
+No dataset is downloaded: the archives are written in the real formats and
+at the real image sizes by the test fixture writers (tests/fixtures_data.py:
+VOC images scaled to 300-640 px, Cityscapes at 1024x2048 PNG) and prepared
+with the real TFDS builders. Timings on a shared machine are noisy (other
+processes compete for the same cores); repeat and compare ratios.
+
+  python benchmarks/input_pipeline.py [--only cifar10,voc_det] [--batches 10]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))  # the archive writers
+
+import fixtures_data as F  # noqa: E402
+from visionjax.data import adapters, pipeline  # noqa: E402
+from visionjax.train import loop, parallel  # noqa: E402
+
+# name: (config file, dataset override, manual folder key, step batch)
+PIPELINES = {
+    "cifar10": ("resnet_cifar10", None, "cifar10", 32),
+    "voc_det": ("ssd300_voc", None, "voc2007", 4),
+    "voc_seg": ("deeplabv3_voc_seg", "voc_segmentation/2012", "voc2012", 2),
+    "cityscapes": ("deeplabv3_cityscapes", None, "cityscapes", 1),
+}
+
+
+def load_config(name):
+  path = os.path.join(REPO, "experiments", "configs", name + ".py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
+def write_archives(root: str) -> dict[str, str]:
+  folders = {k: os.path.join(root, "manual", k)
+             for k in ("cifar10", "voc2007", "voc2012", "cityscapes")}
+  if not os.path.exists(os.path.join(root, "written")):
+    F.write_cifar10(folders["cifar10"], per_batch=200, num_test=200)
+    F.write_voc(folders["voc2007"], "2007", scale=10)
+    F.write_voc(folders["voc2012"], "2012", scale=10)
+    F.write_cityscapes(folders["cityscapes"])
+    open(os.path.join(root, "written"), "w").close()
+  return folders
+
+
+def images_per_sec(ds: tf.data.Dataset, batches: int, warmup: int = 2) -> float:
+  it = ds.as_numpy_iterator()
+  for _ in range(warmup):
+    next(it)
+  n, t = 0, time.perf_counter()
+  for _ in range(batches):
+    n += len(next(it)["image"])
+  return n / (time.perf_counter() - t)
+
+
+def one_thread(ds: tf.data.Dataset) -> tf.data.Dataset:
+  opts = tf.data.Options()
+  opts.threading.private_threadpool_size = 1
+  opts.threading.max_intra_op_parallelism = 1
+  return ds.with_options(opts)
+
+
+def step_rates(config, steps: int) -> tuple[float, float, float]:
+  """(compile s, images/s fed one fixed batch, images/s fed by the pipeline)."""
+  exp = loop.build(config, devices=jax.devices()[:1])
+  state = exp.create_state()
+  it = pipeline.train_dataset(config).as_numpy_iterator()
+  fixed = exp.engine.put_batch(next(it))
+  t = time.perf_counter()
+  state, m = exp.train_step(state, fixed)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t
+  t = time.perf_counter()
+  for _ in range(steps):
+    state, m = exp.train_step(state, fixed)
+  jax.block_until_ready(m)
+  fixed_rate = steps * config.batch_size / (time.perf_counter() - t)
+  fed = parallel.prefetch_to_device(it, exp.engine.put_batch)
+  state, m = exp.train_step(state, next(fed))  # fill the prefetch queue
+  jax.block_until_ready(m)
+  t = time.perf_counter()
+  for _ in range(steps):
+    state, m = exp.train_step(state, next(fed))
+  jax.block_until_ready(m)
+  fed_rate = steps * config.batch_size / (time.perf_counter() - t)
+  return compile_s, fixed_rate, fed_rate
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--only", default=",".join(PIPELINES))
+  ap.add_argument("--batches", type=int, default=10, help="timed pipeline batches")
+  ap.add_argument("--steps", type=int, default=3, help="timed train steps")
+  ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
+                                                    "visionjax_input_bench"))
+  args = ap.parse_args()
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  folders = write_archives(args.workdir)
+  print(f"{cores} cores, JAX {jax.default_backend()} x{jax.device_count()}, "
+        f"TF {tf.__version__}; shared machine: figures are noisy\n")
+  header = (f"{'pipeline':<11}{'batch':>6}{'img/s all':>11}{'img/s 1thr':>12}"
+            f"{'step b':>7}{'compile s':>10}{'step img/s':>11}{'fed img/s':>10}"
+            f"{'fed/fixed':>10}  keeps up")
+  print(header)
+  for name in args.only.split(","):
+    cfg_name, ds_name, folder, step_batch = PIPELINES[name]
+    c = load_config(cfg_name)
+    if ds_name:
+      c.dataset.name = ds_name
+    c.dataset.data_dir = os.path.join(args.workdir, "tfds")
+    c.dataset.manual_dir = folders[folder]
+    c.progress_bar = False
+    with F.fixture_checksums(folders[folder]):
+      adapters.prepare(c.dataset)
+    ds = pipeline.train_dataset(c)
+    all_rate = images_per_sec(ds, args.batches)
+    one_rate = images_per_sec(one_thread(pipeline.train_dataset(c)), max(args.batches // 2, 2))
+    c.batch_size = step_batch
+    compile_s, fixed_rate, fed_rate = step_rates(c, args.steps)
+    ratio = fed_rate / fixed_rate
+    keeps = "yes" if all_rate >= fixed_rate and ratio > 0.9 else "NO"
+    print(f"{name:<11}{load_config(cfg_name).batch_size:>6}{all_rate:>11.1f}{one_rate:>12.1f}"
+          f"{step_batch:>7}{compile_s:>10.1f}{fixed_rate:>11.2f}{fed_rate:>10.2f}"
+          f"{ratio:>10.2f}  {keeps} (input {all_rate / fixed_rate:.0f}x the step)",
+          flush=True)
+
+
+if __name__ == "__main__":
+  main()
