@@ -77,7 +77,7 @@ def _save(fig, path: str) -> None:
 def save_detections(images: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                     classes: np.ndarray, valid: np.ndarray, class_names: Sequence[str],
                     path: str, *, gt_boxes: Optional[np.ndarray] = None,
-                    gt_valid: Optional[np.ndarray] = None, min_score: float = 0.3,
+                    gt_valid: Optional[np.ndarray] = None, min_score: float = 0.5,
                     max_boxes: int = 20, per_image_dir: Optional[str] = None) -> None:
   """A grid of images with their detections (score ≥ ``min_score``, at most
   ``max_boxes`` per image) and ground truth; optionally one PNG per image in
@@ -89,7 +89,9 @@ def save_detections(images: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
   n = len(images)
 
   def one(ax, i):
+    # Highest scores drawn last, so their tags end up on top.
     keep = np.flatnonzero(valid[i] & (scores[i] >= min_score))[:max_boxes]
+    keep = keep[np.argsort(scores[i][keep], kind="stable")]
     gt = None if gt_boxes is None else gt_boxes[i][np.asarray(gt_valid[i], bool)]
     draw_boxes(ax, images[i], boxes[i][keep], classes[i][keep], class_names,
                scores[i][keep], gt)
