@@ -50,8 +50,10 @@ class Checkpointer:
       return
     if metrics is not None and self.best_metric:
       metrics = {self.best_metric: float(metrics[self.best_metric])}
-    self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
-                      force=True)
+    saved = self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
+                              force=True)
+    if not saved:  # Orbax declined (e.g. a save still in flight): say so loudly
+      raise RuntimeError(f"Orbax did not save step {step} in {self.directory}")
 
   def restore(self, step: int, abstract_state: Any) -> Any:
     """The state saved at ``step``, placed like ``abstract_state``."""

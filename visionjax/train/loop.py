@@ -262,6 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           ckpt.save(step, exp.engine.to_checkpoint(state),
                     metrics=eval_metrics if due_eval else None)
         if preempt.requested:
+          ckpt.wait()  # the preemption checkpoint is on disk before we exit
           stopped_early = True
           tqdm.write(f"SIGTERM received: saved checkpoint at step {step}; exiting.")
           break
