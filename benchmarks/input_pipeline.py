@@ -10,7 +10,10 @@ VOC detection with the SSD recipe (photometric, zoom-out, IoU crop, flip,
 * the matching model's train-step images/s (the config's model at full size,
   on one JAX CPU device, at a small batch: CPU steps are slow);
 * the step fed by the pipeline (prefetched to the device) against the step
-  fed one fixed batch: the ratio shows whether input keeps up.
+  fed one fixed batch. "keeps up" means the pipeline makes images faster
+  than the step uses them; on a CPU-only machine tf.data and the XLA step
+  share the same cores, so fed/fixed below 1 is that contention, not input
+  starvation.
 
 No dataset is downloaded: the archives are written in the real formats and
 at the real image sizes by the test fixture writers (tests/fixtures_data.py:
@@ -23,18 +26,16 @@ processes compete for the same cores); repeat and compare ratios.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
 import time
 
 import jax
-import numpy as np
 import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))  # the archive writers
+sys.path.insert(0, os.path.join(REPO, "tests"))  # archive writers, config loader
 
 import fixtures_data as F  # noqa: E402
 from visionjax.data import adapters, pipeline  # noqa: E402
@@ -47,14 +48,6 @@ PIPELINES = {
     "voc_seg": ("deeplabv3_voc_seg", "voc_segmentation/2012", "voc2012", 2),
     "cityscapes": ("deeplabv3_cityscapes", None, "cityscapes", 1),
 }
-
-
-def load_config(name):
-  path = os.path.join(REPO, "experiments", "configs", name + ".py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
 
 
 def write_archives(root: str) -> dict[str, str]:
@@ -130,7 +123,7 @@ def main():
   print(header)
   for name in args.only.split(","):
     cfg_name, ds_name, folder, step_batch = PIPELINES[name]
-    c = load_config(cfg_name)
+    c = F.load_config(cfg_name)
     if ds_name:
       c.dataset.name = ds_name
     c.dataset.data_dir = os.path.join(args.workdir, "tfds")
@@ -144,8 +137,8 @@ def main():
     c.batch_size = step_batch
     compile_s, fixed_rate, fed_rate = step_rates(c, args.steps)
     ratio = fed_rate / fixed_rate
-    keeps = "yes" if all_rate >= fixed_rate and ratio > 0.9 else "NO"
-    print(f"{name:<11}{load_config(cfg_name).batch_size:>6}{all_rate:>11.1f}{one_rate:>12.1f}"
+    keeps = "yes" if all_rate >= fixed_rate else "NO"
+    print(f"{name:<11}{F.load_config(cfg_name).batch_size:>6}{all_rate:>11.1f}{one_rate:>12.1f}"
           f"{step_batch:>7}{compile_s:>10.1f}{fixed_rate:>11.2f}{fed_rate:>10.2f}"
           f"{ratio:>10.2f}  {keeps} (input {all_rate / fixed_rate:.0f}x the step)",
           flush=True)

@@ -363,19 +363,20 @@ def real_datasets(tmp_path_factory) -> dict:
 
 
 def data_config(built: dict, name: str, task: str, **overrides):
-  """A base config reading dataset ``name`` from the prepared fixtures."""
-  from visionjax.train.config import base_config
-  c = base_config()
-  c.task = task
-  c.dataset.name = name
-  c.dataset.data_dir = built["data_dir"]
-  c.dataset.manual_dir = built["manual"].get(name)
-  c.batch_size = 8
-  c.eval_batch_size = 8
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  """The spine's tiny test config, reading dataset ``name`` from the
+  prepared fixtures (batch 8: one example per virtual device)."""
+  from spine_fixtures import tiny_config
+  return tiny_config(built["data_dir"], task, **{
+      "dataset.name": name, "dataset.manual_dir": built["manual"].get(name),
+      "batch_size": 8, "eval_batch_size": 8, **overrides})
+
+
+def load_config(name: str):
+  """``get_config()`` of ``experiments/configs/<name>.py``."""
+  import importlib.util
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "experiments", "configs", name + ".py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()

@@ -20,7 +20,6 @@ config passes them (``augment = (("scale_jitter", {"max_scale": 1.5}), ...)``).
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import tensorflow as tf
