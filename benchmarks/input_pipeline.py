@@ -44,19 +44,18 @@ from visionjax.train import loop, parallel  # noqa: E402
 # name: (config file, dataset override, manual folder key, step batch)
 PIPELINES = {
     "cifar10": ("resnet_cifar10", None, "cifar10", 32),
-    "voc_det": ("ssd300_voc", None, "voc2007", 4),
-    "voc_seg": ("deeplabv3_voc_seg", "voc_segmentation/2012", "voc2012", 2),
+    "voc_det": ("ssd300_voc", None, "voc", 4),
+    "voc_seg": ("deeplabv3_voc_seg", "voc_segmentation/2012", "voc", 2),
     "cityscapes": ("deeplabv3_cityscapes", None, "cityscapes", 1),
 }
 
 
 def write_archives(root: str) -> dict[str, str]:
-  folders = {k: os.path.join(root, "manual", k)
-             for k in ("cifar10", "voc2007", "voc2012", "cityscapes")}
+  folders = {k: os.path.join(root, "manual", k) for k in ("cifar10", "voc", "cityscapes")}
   if not os.path.exists(os.path.join(root, "written")):
     F.write_cifar10(folders["cifar10"], per_batch=200, num_test=200)
-    F.write_voc(folders["voc2007"], "2007", scale=10)
-    F.write_voc(folders["voc2012"], "2012", scale=10)
+    F.write_voc(folders["voc"], "2007", scale=10)  # both years: SSD's "07+12"
+    F.write_voc(folders["voc"], "2012", scale=10)
     F.write_cityscapes(folders["cityscapes"])
     open(os.path.join(root, "written"), "w").close()
   return folders

@@ -250,6 +250,8 @@ def manual_dir(dc: ml_collections.ConfigDict,
   if dc.get("manual_dir"):
     return os.path.abspath(os.path.expanduser(dc.manual_dir))
   builder = builder or get_builder(dc)
+  # TFDS's own default (DownloadManager: <data_dir root>/downloads/manual);
+  # the root is not public API, but naming the folder in errors needs it.
   return os.path.join(os.fspath(builder._data_dir_root), "downloads", "manual")
 
 

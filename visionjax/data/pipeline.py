@@ -12,6 +12,10 @@ Guarantees:
   the batches already consumed (``start_step``), so 5 + 5 steps see exactly the
   data that 10 uninterrupted steps see.
 * Each host reads a disjoint part of the split (`tfds.split_for_jax_process`).
+* Training shuffles encoded examples (JPEG/PNG bytes) and decodes after, so
+  the shuffle buffer (capped at this host's share of the split) holds bytes.
+* ``dataset.name = 'a+b'`` trains on ``train_split`` of both (same family,
+  e.g. ``voc/2007+voc/2012``) and evaluates on the first.
 * Evaluation batches are padded to the full host batch with ``valid=False``
   examples, and every host yields the same number of batches, so each example
   counts exactly once and multi-host evaluation never deadlocks.
