@@ -245,7 +245,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           _check_finite(window[-1], pending[0], ckpt)
         pending = (step, metrics)
         bar.update(1)
-        due_ckpt = ckpt.should_save(step) or preempt.requested
+        # Read the flag once: a SIGTERM landing later in this iteration must not
+        # skip the save below yet still stop the loop (it is seen next step).
+        stop = preempt.requested
+        due_ckpt = ckpt.should_save(step) or stop
         due_eval = config.eval_every_steps and step % config.eval_every_steps == 0
         if step % config.log_every_steps == 0 or due_ckpt or due_eval or step == total:
           window.append(exp.engine.fetch(metrics))  # sync: this step is checked too
@@ -261,7 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if due_ckpt or due_eval:
           ckpt.save(step, exp.engine.to_checkpoint(state),
                     metrics=eval_metrics if due_eval else None)
-        if preempt.requested:
+        if stop:
           ckpt.wait()  # the preemption checkpoint is on disk before we exit
           stopped_early = True
           tqdm.write(f"SIGTERM received: saved checkpoint at step {step}; exiting.")
