@@ -151,6 +151,24 @@ def test_adaptive_avg_pool_matches_pytorch_windows(h, w, out):
   np.testing.assert_allclose(np.asarray(got), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("window,stride,padding,hw", [
+    (2, 2, "VALID", (9, 8)), (3, 2, ((1, 1), (1, 1)), (11, 10)),
+    (3, 1, ((1, 1), (1, 1)), (6, 7)), (3, 2, "SAME", (9, 12)),
+    (2, 2, ((0, 1), (0, 1)), (5, 5))])
+def test_max_pool_equals_reduce_window_values_and_gradients(window, stride, padding, hw):
+  # Reference: flax's reduce_window max pool. Distinct values, so the
+  # subgradient is unique and both must route it to the same input.
+  x = jnp.asarray(np.random.default_rng(3).permutation(2 * hw[0] * hw[1] * 3)
+                  .reshape(2, *hw, 3), jnp.float32)
+  ref = lambda a: nn.max_pool(a, (window, window), (stride, stride), padding=padding)
+  got = lambda a: layers.max_pool(a, window, stride, padding=padding)
+  np.testing.assert_array_equal(np.asarray(got(x)), np.asarray(ref(x)))
+  w = jnp.asarray(np.random.default_rng(4).standard_normal(ref(x).shape), jnp.float32)
+  g_ref = jax.grad(lambda a: jnp.sum(ref(a) * w))(x)
+  g_got = jax.grad(lambda a: jnp.sum(got(a) * w))(x)
+  np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_ref), atol=1e-6)
+
+
 def test_ceil_pool_pad_and_crop():
   x = jnp.asarray(np.random.default_rng(2).standard_normal((1, 5, 4, 1)),
                   jnp.float32)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from visionjax.models.layers import (ConvNormAct, ModelSpec, ModuleDef,
                                      ZooModule, batch_norm, check_images,
-                                     frozen)
+                                     frozen, max_pool)
 
 DEPTHS = {  # name: (stage_sizes, block)
     "resnet18": ((2, 2, 2, 2), "basic"),
@@ -132,7 +132,7 @@ class ResNetEncoder(ZooModule):
     if self.stem == "imagenet":
       x = _conv(self.stem_width, 7, 2, act=self.act, name="stem", **kw)(x)
       feats = {"stem": x}
-      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+      x = max_pool(x, 3, 2, padding=((1, 1), (1, 1)))
     else:
       x = _conv(self.stem_width, 3, 1, act=self.act, name="stem", **kw)(x)
       feats = {"stem": x}
