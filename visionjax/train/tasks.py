@@ -112,11 +112,20 @@ class SegmentationTask:
   ``foreground_weight`` > 1 up-weights the cross-entropy of every class but
   0 (background); the mean still divides by the pixel count, so the loss
   stays a (sum, count) pair that adds up exactly across devices.
+
+  ``dice_weight`` > 0 adds ``dice_weight`` x the per-image soft Dice loss
+  (smooth 1, averaged over the classes): every class, however few its
+  pixels, then pulls equally. The Dice term of each image enters the sum
+  multiplied by the image's pixel count H*W, so with no ignored pixels the
+  (sum, count) mean is exactly ``mean CE + dice_weight * mean Dice`` and still
+  adds up across devices; images with ignored pixels weigh their Dice term by
+  H*W / counted pixels.
   """
   num_classes: int
   ignore_index: int = 255
   label_smoothing: float = 0.0
   foreground_weight: float = 1.0
+  dice_weight: float = 0.0
   name: str = "segmentation"
 
   def validate(self, batch: Batch, channels: int) -> None:
@@ -127,10 +136,18 @@ class SegmentationTask:
     weights = None
     if self.foreground_weight != 1.0:
       weights = jnp.full((self.num_classes,), self.foreground_weight).at[0].set(1.0)
-    return losses.softmax_cross_entropy(
+    loss_sum, count = losses.softmax_cross_entropy(
         outputs, batch["mask"], ignore_index=self.ignore_index,
         label_smoothing=self.label_smoothing, weights=weights, where=_valid(batch),
         reduction="sum_and_count")
+    if self.dice_weight:
+      per_class = losses.soft_dice_loss(
+          outputs, batch["mask"], smooth=1.0, ignore_index=self.ignore_index,
+          per_sample=True, where=_valid(batch), reduction="none")  # [B, C]
+      per_image = jnp.mean(per_class, axis=-1)  # padded images score 0
+      pixels = batch["mask"].shape[1] * batch["mask"].shape[2]
+      loss_sum = loss_sum + self.dice_weight * pixels * jnp.sum(per_image)
+    return loss_sum, count
 
   def train_sums(self, outputs, batch):
     preds = jnp.argmax(outputs, -1)

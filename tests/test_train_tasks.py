@@ -1,0 +1,37 @@
+"""Task losses against NumPy written from the formulas."""
+import numpy as np
+import jax.numpy as jnp
+import pytest
+
+from visionjax.train import tasks
+
+
+def _np_softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("fg,dice", [(1.0, 0.0), (3.0, 0.0), (2.0, 0.5)])
+def test_segmentation_loss_is_weighted_ce_plus_per_image_dice(fg, dice):
+  rng = np.random.default_rng(0)
+  b, h, w, c = 3, 5, 4, 4
+  logits = rng.standard_normal((b, h, w, c)).astype(np.float32) * 2
+  mask = rng.integers(0, c, (b, h, w))
+  valid = np.array([True, True, False])  # the last image is eval padding
+  task = tasks.SegmentationTask(num_classes=c, foreground_weight=fg, dice_weight=dice)
+  loss_sum, count = task.loss(jnp.asarray(logits),
+                              {"mask": jnp.asarray(mask), "valid": jnp.asarray(valid)})
+  p = _np_softmax(logits.astype(np.float64))
+  nll = -np.log(np.take_along_axis(p, mask[..., None], -1)[..., 0])
+  weight = np.where(mask == 0, 1.0, fg)
+  ce = (nll * weight)[valid].sum()
+  n_pix = valid.sum() * h * w
+  onehot = np.eye(c)[mask]
+  dice_img = []
+  for i in np.flatnonzero(valid):
+    inter = (p[i] * onehot[i]).sum((0, 1))
+    score = (2 * inter + 1) / (p[i].sum((0, 1)) + onehot[i].sum((0, 1)) + 1)
+    dice_img.append(np.mean(1 - score))
+  expected = ce / n_pix + dice * np.mean(dice_img)
+  assert float(count) == n_pix
+  np.testing.assert_allclose(float(loss_sum) / float(count), expected, rtol=1e-5)
