@@ -76,3 +76,24 @@ def test_tfds_builder_round_trips_the_rendered_scene(tiny_data_dir):
     assert ex["label"] == s["label"]
     seen += 1
   assert seen == 32
+
+
+def test_localization_label_is_the_class_of_its_box(tiny_data_dir):
+  # Independent reference: the rendered scenes (NumPy). Each evaluation
+  # example's (label, box) must be the largest box and that box's own class,
+  # even where the scene label (most ink) names another digit.
+  from spine_fixtures import tiny_config
+  from visionjax.data import builtin, pipeline
+  cfg = builtin.DigitScenes.BUILDER_CONFIGS[2]
+  rendered = list(dict(scenes.generate("test", cfg.spec, seed=cfg.seed)).values())
+  config = tiny_config(tiny_data_dir, task="localization", eval_batch_size=32)
+  batch = next(pipeline.eval_batches(config))
+  mean, std = np.asarray(config.dataset.mean), np.asarray(config.dataset.std)
+  for image, label, box in zip(batch["image"], batch["label"], batch["box"]):
+    pixels = np.round((image * std + mean) * 255)
+    s = [s for s in rendered if np.array_equal(s["image"], pixels)][0]
+    b = np.asarray(s["bbox"])
+    i = np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    assert label == s["bbox_label"][i]
+    np.testing.assert_allclose(box, [(b[i, 1] + b[i, 3]) / 2, (b[i, 0] + b[i, 2]) / 2,
+                                     b[i, 3] - b[i, 1], b[i, 2] - b[i, 0]], atol=1e-6)

@@ -371,16 +371,20 @@ def mean_pixel(dc: ml_collections.ConfigDict) -> tuple[float, float, float]:
   return tuple(round(255.0 * float(m)) for m in dc.get("mean", (0.5, 0.5, 0.5)))
 
 
-def largest_box_cxcywh(boxes: tf.Tensor) -> tf.Tensor:
-  """The largest of ``boxes`` [N, 4] (yxyx) as normalized (cx, cy, w, h).
+def largest_object(boxes: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """``(label, box)`` of the largest of ``boxes`` [N, 4] (yxyx), the box as
+  normalized (cx, cy, w, h): one object, so the class and the box agree.
 
-  All zeros when there is no box (e.g. all were cropped away).
+  Label 0 and an all-zero box when there is no box (e.g. all cropped away).
   """
   boxes = tf.concat([tf.reshape(tf.cast(boxes, tf.float32), [-1, 4]),
                      tf.zeros([1, 4])], 0)  # a zero box loses to any real one
+  labels = tf.concat([tf.reshape(tf.cast(labels, tf.int32), [-1]), [0]], 0)
   area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  b = tf.gather(boxes, tf.argmax(area))
-  return tf.stack([(b[1] + b[3]) / 2, (b[0] + b[2]) / 2, b[3] - b[1], b[2] - b[0]])
+  i = tf.argmax(area)
+  b = tf.gather(boxes, i)
+  return tf.gather(labels, i), tf.stack([(b[1] + b[3]) / 2, (b[0] + b[2]) / 2,
+                                         b[3] - b[1], b[2] - b[0]])
 
 
 def pad_boxes(ex: Example, max_boxes: int) -> Example:

@@ -162,12 +162,12 @@ def _preprocess_fn(config: ml_collections.ConfigDict, train: bool
   def fn(seed: tf.Tensor, ex: dict) -> dict:
     ex = fit(augment(seed, ex))
     out = {"image": (tf.cast(ex["image"], tf.float32) - mean) / std}
-    if task in ("classification", "localization"):
+    if task == "classification":
       out["label"] = tf.cast(ex["label"], tf.int32)
     if task == "segmentation":
       out["mask"] = tf.cast(ex["mask"], tf.int32)
-    if task == "localization":
-      out["box"] = adapters.largest_box_cxcywh(ex["boxes"])
+    if task == "localization":  # the largest object after augmentation
+      out["label"], out["box"] = adapters.largest_object(ex["boxes"], ex["box_labels"])
     if task == "detection":
       out.update(adapters.pad_boxes(ex, dc.get("max_boxes", 50)))
     return out
