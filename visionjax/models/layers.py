@@ -294,7 +294,7 @@ def max_pool(x: jax.Array, window: int = 2, stride: Optional[int] = None,
   Same values as `flax.linen.max_pool`, written as a max over the window's
   k·k strided slices (a reshape when windows do not overlap) because XLA:CPU
   differentiates `reduce_window` max with select-and-scatter, 7x slower
-  (benchmarks/models.py --pooling). On ties the gradient is shared equally
+  (benchmarks/pooling.py). On ties the gradient is shared equally
   among the tied inputs instead of going to the first one: both are valid
   subgradients.
   """
