@@ -9,16 +9,19 @@ def get_config():
   c.model.features = (16, 32, 64, 128)  # narrower (8..64) never learned digit identity
   c.task_kwargs.foreground_weight = 3.0  # digits are ~10% of pixels
   c.dataset.name = "digit_scenes/scenes64"
-  c.batch_size = 16
+  # Updates, not images, limit learning here: at the same 16,000 images,
+  # batch 8 x 2,000 steps reached mIoU 0.82 where 16 x 1,000 reached 0.39.
+  # At 1,700 steps learning rate 5e-3 beat 3e-3 (mIoU 0.73 vs 0.61).
+  c.batch_size = 8
   c.eval_batch_size = 64
-  c.num_train_steps = 3000
+  c.num_train_steps = 1900
   c.log_every_steps = 50
   c.optimizer.name = "adamw"
-  c.optimizer.learning_rate = 3e-3
+  c.optimizer.learning_rate = 5e-3
   c.optimizer.warmup_steps = 100
   c.optimizer.weight_decay = 1e-4
   c.checkpoint.every_steps = 500
-  c.eval_every_steps = 1000
+  c.eval_every_steps = 0  # one evaluation, at the end
   c.checkpoint.best_metric = "miou"
   c.num_visualizations = 6
   return c
