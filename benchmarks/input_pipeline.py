@@ -1,9 +1,11 @@
 """Input-pipeline throughput against the matching train step, on this machine.
 
-For the data side of four experiment configs -- CIFAR-10 (pad-crop-flip),
+For the data side of the experiment configs -- CIFAR-10 (pad-crop-flip),
 VOC detection with the SSD recipe (photometric, zoom-out, IoU crop, flip,
 300x300), VOC segmentation (DeepLab scale jitter, 513 crops) and Cityscapes
-(scale jitter, 768 crops of 1024x2048 frames) -- this prints:
+(scale jitter, 768 crops of 1024x2048 frames), and the built-in
+digit_scenes quickstarts (small CNN classification, U-Net segmentation) --
+this prints:
 
 * pipeline images/s with tf.data's default threading (all cores) and with
   one thread (the per-core figure), at the config's batch size;
@@ -47,6 +49,10 @@ PIPELINES = {
     "voc_det": ("ssd300_voc", None, "voc", 4),
     "voc_seg": ("deeplabv3_voc_seg", "voc_segmentation/2012", "voc", 2),
     "cityscapes": ("deeplabv3_cityscapes", None, "cityscapes", 1),
+    # The built-in dataset (rendered, no archive): the two quickstarts, whose
+    # steps are the fastest and so the hardest for the input to keep up with.
+    "digits_cls": ("cnn_digits", None, None, 64),
+    "scenes_seg": ("unet_scenes", None, None, 16),
 }
 
 
@@ -126,10 +132,13 @@ def main():
     if ds_name:
       c.dataset.name = ds_name
     c.dataset.data_dir = os.path.join(args.workdir, "tfds")
-    c.dataset.manual_dir = folders[folder]
     c.progress_bar = False
-    with F.fixture_checksums(folders[folder]):
+    if folder is None:  # built-in: rendered on first use
       adapters.prepare(c.dataset)
+    else:
+      c.dataset.manual_dir = folders[folder]
+      with F.fixture_checksums(folders[folder]):
+        adapters.prepare(c.dataset)
     ds = pipeline.train_dataset(c)
     all_rate = images_per_sec(ds, args.batches)
     one_rate = images_per_sec(one_thread(pipeline.train_dataset(c)), max(args.batches // 2, 2))
