@@ -104,19 +104,12 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
                "tvmonitor")
 
 
-def _largest_box_label(boxes: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-  """Class of the largest box (0 when there is none, e.g. VOC 2012 test)."""
-  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  padded = tf.concat([tf.cast(labels, tf.int32), [0]], 0)
-  return padded[tf.cast(tf.argmax(tf.concat([area, [-1.0]], 0)), tf.int32)]
-
-
 def _voc(f: dict) -> Example:
   o = f["objects"]
   labels = tf.cast(o["label"], tf.int32)
   return {"image": f["image"], "boxes": o["bbox"], "box_labels": labels,
           "box_difficult": tf.cast(o["is_difficult"], tf.bool),
-          "label": _largest_box_label(o["bbox"], labels)}
+          "label": largest_object(o["bbox"], labels)[0]}
 
 
 _VOC_OFFICIAL = "http://host.robots.ox.ac.uk/pascal/VOC/"
