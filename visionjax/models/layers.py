@@ -291,12 +291,13 @@ def max_pool(x: jax.Array, window: int = 2, stride: Optional[int] = None,
              padding: Any = "VALID") -> jax.Array:
   """Max pool [B,H,W,C] with a square window (floor mode for 'VALID').
 
-  Same values as `flax.linen.max_pool`, written as a max over the window's
-  k·k strided slices (a reshape when windows do not overlap) because XLA:CPU
-  differentiates `reduce_window` max with select-and-scatter, 7x slower
-  (benchmarks/pooling.py). On ties the gradient is shared equally
-  among the tied inputs instead of going to the first one: both are valid
-  subgradients.
+  Same values as `flax.linen.max_pool`, written as an elementwise maximum of
+  the window's k·k strided slices because XLA:CPU differentiates
+  `reduce_window` max with select-and-scatter, several times slower
+  (benchmarks/pooling.py). (A reshape + multi-axis `max` reduction was as
+  fast but gave NaN gradients in U-Nets compiled at XLA optimization level
+  0.) On ties the gradient is split among the tied inputs instead of going
+  to the first one: both are valid subgradients.
   """
   s = window if stride is None else stride
   k = window
@@ -320,12 +321,13 @@ def max_pool(x: jax.Array, window: int = 2, stride: Optional[int] = None,
   if oh < 1 or ow < 1:
     raise ValueError(f"max_pool: window {k} does not fit a padded "
                      f"{h}x{w} input")
-  if k == s:  # non-overlapping windows: one reshape and one reduction
-    x = x[:, :oh * k, :ow * k]
-    return x.reshape(b, oh, k, ow, k, c).max(axis=(2, 4))
-  taps = [x[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s]
-          for i in range(k) for j in range(k)]
-  return jnp.stack(taps).max(axis=0)
+  if k == s:  # non-overlapping: the taps are views of one reshape
+    x = x[:, :oh * k, :ow * k].reshape(b, oh, k, ow, k, c)
+    taps = [x[:, :, i, :, j] for i in range(k) for j in range(k)]
+  else:
+    taps = [x[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s]
+            for i in range(k) for j in range(k)]
+  return functools.reduce(jnp.maximum, taps)
 
 
 def max_pool_ceil(x: jax.Array, window: int = 2,
