@@ -35,6 +35,7 @@ import time
 
 import jax
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))  # archive writers, config loader
@@ -84,7 +85,17 @@ def one_thread(ds: tf.data.Dataset) -> tf.data.Dataset:
   return ds.with_options(opts)
 
 
-def step_rates(config, steps: int) -> tuple[float, float, float]:
+def _timed(run_step, steps: int, min_seconds: float) -> float:
+  """Steps per second over at least ``steps`` steps and ``min_seconds``."""
+  n, t = 0, time.perf_counter()
+  while n < steps or time.perf_counter() - t < min_seconds:
+    m = run_step()
+    n += 1
+  jax.block_until_ready(m)
+  return n / (time.perf_counter() - t)
+
+
+def step_rates(config, steps: int, min_seconds: float) -> tuple[float, float, float]:
   """(compile s, images/s fed one fixed batch, images/s fed by the pipeline)."""
   exp = loop.build(config, devices=jax.devices()[:1])
   state = exp.create_state()
@@ -94,19 +105,16 @@ def step_rates(config, steps: int) -> tuple[float, float, float]:
   state, m = exp.train_step(state, fixed)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t
-  t = time.perf_counter()
-  for _ in range(steps):
-    state, m = exp.train_step(state, fixed)
-  jax.block_until_ready(m)
-  fixed_rate = steps * config.batch_size / (time.perf_counter() - t)
+  box = [state]
+
+  def step(batch):
+    box[0], metrics = exp.train_step(box[0], batch)
+    return metrics
+
+  fixed_rate = _timed(lambda: step(fixed), steps, min_seconds) * config.batch_size
   fed = parallel.prefetch_to_device(it, exp.engine.put_batch)
-  state, m = exp.train_step(state, next(fed))  # fill the prefetch queue
-  jax.block_until_ready(m)
-  t = time.perf_counter()
-  for _ in range(steps):
-    state, m = exp.train_step(state, next(fed))
-  jax.block_until_ready(m)
-  fed_rate = steps * config.batch_size / (time.perf_counter() - t)
+  jax.block_until_ready(step(next(fed)))  # fill the prefetch queue
+  fed_rate = _timed(lambda: step(next(fed)), steps, min_seconds) * config.batch_size
   return compile_s, fixed_rate, fed_rate
 
 
@@ -114,10 +122,13 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--only", default=",".join(PIPELINES))
   ap.add_argument("--batches", type=int, default=10, help="timed pipeline batches")
-  ap.add_argument("--steps", type=int, default=3, help="timed train steps")
+  ap.add_argument("--steps", type=int, default=3, help="timed train steps (at least)")
+  ap.add_argument("--min_seconds", type=float, default=10.0,
+                  help="time each step rate over at least this long")
   ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
                                                     "visionjax_input_bench"))
   args = ap.parse_args()
+  tfds.disable_progress_bar()  # keep the table readable (builders print bars)
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   folders = write_archives(args.workdir)
   print(f"{cores} cores, JAX {jax.default_backend()} x{jax.device_count()}, "
@@ -143,7 +154,7 @@ def main():
     all_rate = images_per_sec(ds, args.batches)
     one_rate = images_per_sec(one_thread(pipeline.train_dataset(c)), max(args.batches // 2, 2))
     c.batch_size = step_batch
-    compile_s, fixed_rate, fed_rate = step_rates(c, args.steps)
+    compile_s, fixed_rate, fed_rate = step_rates(c, args.steps, args.min_seconds)
     ratio = fed_rate / fixed_rate
     keeps = "yes" if all_rate >= fixed_rate else "NO"
     print(f"{name:<11}{F.load_config(cfg_name).batch_size:>6}{all_rate:>11.1f}{one_rate:>12.1f}"
