@@ -14,6 +14,7 @@ All functions are pure, jit/vmap-safe and broadcast over leading axes.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ from visionjax.ops.boxes import _check_boxes, box_convert
 SSD_VARIANCES = (0.1, 0.1, 0.2, 0.2)
 # Decoded log-sizes are capped at log(1000/16) (as torchvision's box coder),
 # so an untrained head cannot overflow exp() into inf boxes.
-_MAX_LOG_SCALE = float(jnp.log(1000.0 / 16))
+_MAX_LOG_SCALE = math.log(1000.0 / 16)
 _TINY = 1e-8
 
 
