@@ -16,6 +16,14 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and plots go.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Join a multi-host run (jax.distributed.initialize) before "
+    "anything else. The cluster is detected on Cloud TPU, SLURM, Open MPI and GKE; "
+    "elsewhere also give the three flags below, the same command on every host.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 (with --multihost).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -26,8 +34,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax/TFDS info lines drown the progress bar
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")  # tf.data only: keep the accelerators for JAX
-  from visionjax.train import loop
+  from visionjax.train import loop, parallel
   try:
+    if _MULTIHOST.value:
+      parallel.initialize_multihost(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                    _PROCESS_ID.value)
     metrics = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (ValueError, loop.NonFiniteLossError) as e:
     sys.exit(f"error: {e}")

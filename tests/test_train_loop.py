@@ -10,17 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from visionjax.train import loop
-from spine_fixtures import REPO, run_train_cli, tiny_config
-
-CNN_CONFIG = os.path.join(REPO, "experiments", "configs", "cnn_digits.py")
-
-
-def _tiny_flags(data_dir, steps, *extra):
-  return (f"--config.dataset.name=digit_scenes/tiny", f"--config.dataset.data_dir={data_dir}",
-          f"--config.num_train_steps={steps}", "--config.batch_size=16",
-          "--config.eval_batch_size=16", "--config.log_every_steps=1",
-          "--config.optimizer.schedule=constant", "--config.checkpoint.every_steps=0",
-          "--config.num_visualizations=2", *extra)
+from spine_fixtures import CNN_CONFIG, run_train_cli, tiny_cli_flags, tiny_config
 
 
 def _params(workdir, step):
@@ -30,12 +20,12 @@ def _params(workdir, step):
 
 def test_resume_in_fresh_process_matches_uninterrupted(tiny_data_dir, tmp_path):
   full, split = str(tmp_path / "full"), str(tmp_path / "split")
-  r = run_train_cli(CNN_CONFIG, full, *_tiny_flags(tiny_data_dir, 10))
+  r = run_train_cli(CNN_CONFIG, full, *tiny_cli_flags(tiny_data_dir, 10))
   assert r.returncode == 0, r.stdout + r.stderr
-  r = run_train_cli(CNN_CONFIG, split, *_tiny_flags(tiny_data_dir, 5))
+  r = run_train_cli(CNN_CONFIG, split, *tiny_cli_flags(tiny_data_dir, 5))
   assert r.returncode == 0, r.stdout + r.stderr
   assert sorted(os.listdir(os.path.join(split, "checkpoints"))) == ["5"]
-  r = run_train_cli(CNN_CONFIG, split, *_tiny_flags(tiny_data_dir, 10))
+  r = run_train_cli(CNN_CONFIG, split, *tiny_cli_flags(tiny_data_dir, 10))
   assert r.returncode == 0, r.stdout + r.stderr
   a, b = _params(full, 10), _params(split, 10)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -51,7 +41,7 @@ def test_resume_in_fresh_process_matches_uninterrupted(tiny_data_dir, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_data_dir, tmp_path):
   wd = str(tmp_path / "wd")
-  proc = run_train_cli(CNN_CONFIG, wd, *_tiny_flags(tiny_data_dir, 100_000), background=True)
+  proc = run_train_cli(CNN_CONFIG, wd, *tiny_cli_flags(tiny_data_dir, 100_000), background=True)
   metrics = os.path.join(wd, "metrics.jsonl")
   deadline = time.time() + 120
   while time.time() < deadline and not (os.path.exists(metrics)

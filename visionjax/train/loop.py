@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax.experimental import multihost_utils
 import numpy as np
 from tqdm import tqdm
 
@@ -157,17 +158,39 @@ def evaluate(exp: Experiment, state: Any, split: str | None = None,
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop polls (saving, then exiting cleanly)."""
+  """SIGTERM as a stop the loop polls once per step (it saves, then exits 0).
+
+  One process: our SIGTERM handler sets a flag. Several processes (after
+  `jax.distributed.initialize`): JAX's preemption service already catches
+  SIGTERM on any host and agrees a step with every other host
+  (`multihost_utils.reached_preemption_sync_point`), so all hosts take the
+  collective checkpoint save of the same step and stop together. A Python
+  handler of our own would replace that service's one and leave each host
+  stopping at a different step (the save would hang).
+  """
 
   def __init__(self):
     self.requested = False
+    self.multihost = jax.process_count() > 1
 
   def _handler(self, signum, frame):
     del frame
     self.requested = True
 
+  def reached(self, step: int) -> bool:
+    """Whether to save and stop after ``step`` (call every step on every host)."""
+    if not self.multihost:
+      return self.requested
+    try:
+      return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # the service is off (jax_enable_preemption_service)
+      return False
+
   @contextlib.contextmanager
   def installed(self):
+    if self.multihost:  # JAX's preemption service owns SIGTERM
+      yield self
+      return
     try:
       previous = signal.signal(signal.SIGTERM, self._handler)
     except ValueError:  # not the main thread: leave signals alone
@@ -247,7 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         bar.update(1)
         # Read the flag once: a SIGTERM landing later in this iteration must not
         # skip the save below yet still stop the loop (it is seen next step).
-        stop = preempt.requested
+        stop = preempt.reached(step)
         due_ckpt = ckpt.should_save(step) or stop
         due_eval = config.eval_every_steps and step % config.eval_every_steps == 0
         if step % config.log_every_steps == 0 or due_ckpt or due_eval or step == total:

@@ -149,10 +149,32 @@ def host_copy(tree: Any) -> Any:
   return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
+def initialize_multihost(coordinator_address: str | None = None,
+                         num_processes: int | None = None,
+                         process_id: int | None = None) -> tuple[int, int]:
+  """Joins this process to a multi-host run (`jax.distributed.initialize`).
+
+  Call once, before any JAX computation. With no arguments JAX detects the
+  cluster (Cloud TPU VMs, SLURM, Open MPI, GKE); elsewhere give all three.
+  Returns ``(process_index, process_count)``.
+  """
+  given = (coordinator_address, num_processes, process_id)
+  if any(v is not None for v in given) and any(v is None for v in given):
+    raise ValueError(
+        "multi-host: give coordinator_address, num_processes and process_id "
+        f"together (got {coordinator_address!r}, {num_processes!r}, {process_id!r}), "
+        "or none of them to let JAX detect the cluster")
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  return jax.process_index(), jax.process_count()
+
+
 def make_engine(name: str, devices: list | None = None) -> JitEngine | PmapEngine:
   if name == "jit":
     return JitEngine(devices)
   if name == "pmap":
+    if jax.process_count() > 1:  # untested across processes: refuse, never hang
+      raise ValueError(f"engine 'pmap' runs on one host; this run has "
+                       f"{jax.process_count()} processes: use engine='jit'")
     return PmapEngine(devices)
   raise ValueError(f"unknown engine {name!r}; expected one of {ENGINES}")
 
