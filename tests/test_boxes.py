@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from visionjax import ops
+from jax_versions import enable_x64
 
 
 def rand_xyxy(rng, n, lo=0.0, hi=100.0):
@@ -83,7 +84,7 @@ def test_iou_equals_pycocotools():
   a, b = rand_xyxy(rng, 12), rand_xyxy(rng, 10)
   to_xywh = lambda x: np.concatenate([x[:, :2], x[:, 2:] - x[:, :2]], 1)
   ref = mask.iou(to_xywh(a), to_xywh(b), np.zeros(10, np.uint8))
-  with jax.enable_x64(True):
+  with enable_x64(True):
     ours = np.asarray(ops.box_iou(to_xywh(a), to_xywh(b), fmt="xywh"))
   np.testing.assert_allclose(ours, ref, atol=1e-12)
 

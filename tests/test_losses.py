@@ -7,6 +7,7 @@ import pytest
 from jax.test_util import check_grads as _check_grads
 
 from visionjax import losses as L
+from jax_versions import enable_x64
 
 RTOL = 2e-5
 
@@ -18,7 +19,7 @@ def check_grads(f, args, order, modes=("rev",)):
 
 @pytest.fixture
 def x64():
-  with jax.enable_x64(True):
+  with enable_x64(True):
     yield
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from visionjax import ops
+from jax_versions import enable_x64
 
 
 def np_iou(a, b):
@@ -60,7 +61,7 @@ def clustered_boxes(seed, n=60):
 @pytest.mark.parametrize("seed,thr", [(0, 0.3), (1, 0.5), (2, 0.7)])
 def test_nms_equals_numpy_greedy_with_ties(seed, thr):
   boxes, scores = clustered_boxes(seed)
-  with jax.enable_x64(True):
+  with enable_x64(True):
     idx, ok = jax.jit(lambda b, s: ops.nms(b, s, thr, max_output_size=60))(boxes, scores)
   ref = np_greedy_nms(boxes, scores, thr)
   assert len(set(scores)) < len(scores)         # ties present
@@ -72,7 +73,7 @@ def test_nms_equals_numpy_greedy_with_ties(seed, thr):
 def test_nms_truncation_threshold_and_valid_mask():
   boxes, scores = clustered_boxes(3)
   valid = np.arange(60) % 7 != 0
-  with jax.enable_x64(True):
+  with enable_x64(True):
     idx, ok = ops.nms(boxes, scores, 0.5, max_output_size=5, score_threshold=0.3, valid=valid)
   keep = np.flatnonzero(valid & (scores >= 0.3))
   ref = [keep[i] for i in np_greedy_nms(boxes[keep], scores[keep], 0.5)][:5]
@@ -91,7 +92,7 @@ def test_nms_hand_case_chain():
 def test_batched_nms_class_aware_and_vmap():
   boxes, scores = clustered_boxes(4)
   classes = np.random.default_rng(0).integers(0, 3, 60)
-  with jax.enable_x64(True):
+  with enable_x64(True):
     idx, ok = ops.batched_nms(boxes, scores, classes, 0.4, max_output_size=60)
     ref = np_greedy_nms(boxes, scores, 0.4, classes)
     np.testing.assert_array_equal(np.asarray(idx)[np.asarray(ok)], ref)
@@ -108,7 +109,7 @@ def test_batched_nms_class_aware_and_vmap():
 def test_soft_nms_equals_numpy_reference(method):
   boxes, _ = clustered_boxes(6, n=40)
   scores = np.random.default_rng(1).random(40)
-  with jax.enable_x64(True):
+  with enable_x64(True):
     idx, sc, ok = jax.jit(lambda b, s: ops.soft_nms(
         b, s, method=method, sigma=0.5, iou_threshold=0.3, score_threshold=0.05,
         max_output_size=40))(boxes, scores)

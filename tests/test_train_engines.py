@@ -6,6 +6,7 @@ import pytest
 
 from visionjax.data import pipeline
 from visionjax.train import loop
+from jax_versions import enable_x64
 from spine_fixtures import tiny_config
 
 
@@ -38,7 +39,7 @@ def test_one_device_jit_and_pmap_agree(tiny_data_dir, task):
   bug of that size. unet_small has BatchNorm, so cross-device statistics are
   checked too; SmallCNN has none.
   """
-  with jax.enable_x64(True):
+  with enable_x64(True):
     config = tiny_config(tiny_data_dir, task=task, **{
         "optimizer.name": "sgd", "optimizer.learning_rate": 0.05,
         "optimizer.weight_decay": 0.0})
