@@ -35,3 +35,24 @@ def test_segmentation_loss_is_weighted_ce_plus_per_image_dice(fg, dice):
   expected = ce / n_pix + dice * np.mean(dice_img)
   assert float(count) == n_pix
   np.testing.assert_allclose(float(loss_sum) / float(count), expected, rtol=1e-5)
+
+
+def test_classification_eval_scores_equal_scikit_learn():
+  from sklearn import metrics as skm
+  rng = np.random.default_rng(1)
+  b, c = 40, 5
+  logits = rng.standard_normal((b, c)).astype(np.float32)
+  labels = rng.integers(0, c - 1, b)  # class 4 never occurs: a 0/0 recall
+  valid = np.arange(b) < 33  # the last 7 are eval padding
+  task = tasks.ClassificationTask(num_classes=c)
+  batch = {"label": jnp.asarray(labels), "valid": jnp.asarray(valid)}
+  scores = task.summarize(task.eval_sums(jnp.asarray(logits), batch))
+  y, p = labels[valid], logits.argmax(-1)[valid]
+  kw = dict(labels=range(c), average="macro", zero_division=0)
+  assert scores["num_examples"] == 33
+  np.testing.assert_allclose(scores["accuracy"], skm.accuracy_score(y, p))
+  np.testing.assert_allclose(scores["macro_precision"], skm.precision_score(y, p, **kw), rtol=1e-6)
+  np.testing.assert_allclose(scores["macro_recall"], skm.recall_score(y, p, **kw), rtol=1e-6)
+  np.testing.assert_allclose(scores["macro_f1"], skm.f1_score(y, p, **kw), rtol=1e-6)
+  nll = -np.log(_np_softmax(logits.astype(np.float64))[np.arange(b), labels])
+  np.testing.assert_allclose(scores["loss"], nll[valid].mean(), rtol=1e-5)

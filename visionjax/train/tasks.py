@@ -89,16 +89,13 @@ class ClassificationTask:
 
   def summarize(self, sums) -> dict[str, float]:
     cm = np.asarray(sums["confusion"], np.float64)
-    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-      precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
-      recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
-      f1 = np.where(precision + recall > 0,
-                    2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    macro = cls_metrics.precision_recall_f1(cm, average="macro")
     count = float(sums["count"])
     return {"loss": float(sums["loss_sum"]) / max(count, 1.0),
-            "accuracy": float(tp.sum() / max(cm.sum(), 1.0)),
-            "macro_f1": float(f1.mean()),
+            "accuracy": float(np.trace(cm) / max(cm.sum(), 1.0)),
+            "macro_precision": float(macro["precision"]),
+            "macro_recall": float(macro["recall"]),
+            "macro_f1": float(macro["f1"]),
             "num_examples": count}
 
   def summarize_train(self, sums) -> dict[str, float]:
