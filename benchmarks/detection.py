@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import visionjax.models as vm  # noqa: E402
-from visionjax.detection.task import DetectionTask  # noqa: E402
+from visionjax.tasks import DetectionTask  # noqa: E402
 from visionjax.train import steps  # noqa: E402
 from visionjax.train.state import init_state  # noqa: E402
 
@@ -41,9 +41,9 @@ def _batch(rng, b, size, max_boxes=8):
   h, w = size
   xy = rng.uniform(0, 0.6, (b, max_boxes, 2))
   wh = rng.uniform(0.1, 0.4, (b, max_boxes, 2))
-  yxyx = np.concatenate([xy[..., ::-1], (xy + wh)[..., ::-1]], -1).astype(np.float32)
+  xyxy = np.concatenate([xy, xy + wh], -1).astype(np.float32)
   return {"image": rng.normal(size=(b, h, w, 3)).astype(np.float32),
-          "boxes": yxyx, "box_labels": rng.integers(0, 10, (b, max_boxes)).astype(np.int32),
+          "boxes": xyxy, "box_labels": rng.integers(0, 10, (b, max_boxes)).astype(np.int32),
           "box_valid": np.arange(max_boxes)[None] < rng.integers(1, 4, (b, 1))}
 
 

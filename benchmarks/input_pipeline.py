@@ -41,7 +41,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))  # archive writers, config loader
 
 import fixtures_data as F  # noqa: E402
-from visionjax.data import adapters, pipeline  # noqa: E402
+from visionjax.data import datasets  # noqa: E402
 from visionjax.train import loop, parallel  # noqa: E402
 
 # name: (config file, dataset override, manual folder key, step batch)
@@ -99,7 +99,7 @@ def step_rates(config, steps: int, min_seconds: float) -> tuple[float, float, fl
   """(compile s, images/s fed one fixed batch, images/s fed by the pipeline)."""
   exp = loop.build(config, devices=jax.devices()[:1])
   state = exp.create_state()
-  it = pipeline.train_dataset(config).as_numpy_iterator()
+  it = exp.train_dataset().as_numpy_iterator()
   fixed = exp.engine.put_batch(next(it))
   t = time.perf_counter()
   state, m = exp.train_step(state, fixed)
@@ -145,14 +145,14 @@ def main():
     c.dataset.data_dir = os.path.join(args.workdir, "tfds")
     c.progress_bar = False
     if folder is None:  # built-in: rendered on first use
-      adapters.prepare(c.dataset)
+      datasets.prepare(c.dataset)
     else:
       c.dataset.manual_dir = folders[folder]
       with F.fixture_checksums(folders[folder]):
-        adapters.prepare(c.dataset)
-    ds = pipeline.train_dataset(c)
-    all_rate = images_per_sec(ds, args.batches)
-    one_rate = images_per_sec(one_thread(pipeline.train_dataset(c)), max(args.batches // 2, 2))
+        datasets.prepare(c.dataset)
+    exp = loop.build(c, devices=jax.devices()[:1])  # builds no model: cheap
+    all_rate = images_per_sec(exp.train_dataset(), args.batches)
+    one_rate = images_per_sec(one_thread(exp.train_dataset()), max(args.batches // 2, 2))
     c.batch_size = step_batch
     compile_s, fixed_rate, fed_rate = step_rates(c, args.steps, args.min_seconds)
     ratio = fed_rate / fixed_rate

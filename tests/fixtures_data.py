@@ -343,7 +343,7 @@ def real_datasets(tmp_path_factory) -> dict:
     return _BUILT
   import ml_collections
   import tensorflow_datasets as tfds
-  from visionjax.data import adapters
+  from visionjax.data import datasets
   tfds.disable_progress_bar()
   root = str(tmp_path_factory.mktemp("real_data"))
   m = lambda k: os.path.join(root, "manual", k)
@@ -356,7 +356,7 @@ def real_datasets(tmp_path_factory) -> dict:
   for name, folder in MANUAL.items():
     dc = ml_collections.ConfigDict(dict(name=name, data_dir=data_dir, manual_dir=m(folder)))
     with fixture_checksums(m(folder)):
-      adapters.prepare(dc)
+      datasets.prepare(dc)
   _BUILT.update(data_dir=data_dir, manual={k: m(v) for k, v in MANUAL.items()},
                 truth=truth)
   return _BUILT

@@ -63,3 +63,29 @@ def tiny_cli_flags(data_dir: str, steps: int, *extra: str) -> tuple[str, ...]:
           "--config.eval_batch_size=16", "--config.log_every_steps=1",
           "--config.optimizer.schedule=constant", "--config.checkpoint.every_steps=0",
           "--config.num_visualizations=2", *extra)
+
+
+def task_for(config: ml_collections.ConfigDict):
+  """The config's task, with the class count of its dataset."""
+  from visionjax import tasks
+  from visionjax.data import pipeline
+  data = pipeline.resolve(config.dataset)
+  cls = tasks.REGISTRY[config.task]
+  return data, tasks.create(config.task, data.num_classes(cls.annotation),
+                            **config.task_kwargs.to_dict())
+
+
+def train_dataset(config: ml_collections.ConfigDict, start_step: int = 0):
+  """`pipeline.train_dataset` for a whole experiment config."""
+  from visionjax.data import pipeline
+  data, task = task_for(config)
+  return pipeline.train_dataset(data, task, batch_size=config.batch_size, seed=config.seed,
+                                start_step=start_step)
+
+
+def eval_batches(config: ml_collections.ConfigDict, split: str | None = None):
+  """`pipeline.eval_batches` for a whole experiment config."""
+  from visionjax.data import pipeline
+  data, task = task_for(config)
+  return pipeline.eval_batches(data, task, split=split,
+                               batch_size=config.get("eval_batch_size", config.batch_size))

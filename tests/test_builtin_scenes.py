@@ -5,6 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
+import spine_fixtures
 from visionjax.data import scenes
 
 
@@ -87,7 +88,7 @@ def test_localization_label_is_the_class_of_its_box(tiny_data_dir):
   cfg = builtin.DigitScenes.BUILDER_CONFIGS[2]
   rendered = list(dict(scenes.generate("test", cfg.spec, seed=cfg.seed)).values())
   config = tiny_config(tiny_data_dir, task="localization", eval_batch_size=32)
-  batch = next(pipeline.eval_batches(config))
+  batch = next(spine_fixtures.eval_batches(config))
   mean, std = np.asarray(config.dataset.mean), np.asarray(config.dataset.std)
   for image, label, box in zip(batch["image"], batch["label"], batch["box"]):
     pixels = np.round((image * std + mean) * 255)

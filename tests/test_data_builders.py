@@ -14,7 +14,8 @@ import pytest
 import tensorflow_datasets as tfds
 from scipy.ndimage import binary_erosion
 
-from visionjax.data import adapters, pipeline
+import spine_fixtures
+from visionjax.data import datasets, pipeline, sources
 import fixtures_data as F
 
 
@@ -25,7 +26,7 @@ def built(tmp_path_factory):
 
 def _all_valid(config, split=None):
   """Every real example of one eval pass, as a dict of stacked arrays."""
-  batches = list(pipeline.eval_batches(config, split))
+  batches = list(spine_fixtures.eval_batches(config, split))
   out = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
   valid = out.pop("valid")
   return {k: v[valid] for k, v in out.items()}, batches
@@ -41,7 +42,7 @@ def test_cifar10_binary_batches_survive_exactly(built):
   truth = built["truth"]["cifar10"]
   c = F.data_config(built, "cifar10", "classification",
                     **{"dataset.mean": (0.0, 0.0, 0.0), "dataset.std": (1 / 255,) * 3})
-  b = adapters.get_builder(c.dataset)
+  b = datasets.get_builder(c.dataset)
   assert b.info.features["label"].names == F.CIFAR_NAMES  # from batches.meta.txt
   for split, n in (("train", 10), ("test", 4)):
     ex, batches = _all_valid(c, split)
@@ -60,7 +61,7 @@ def test_cifar10_train_pipeline_pad_crop_flip(built):
                     **{"dataset.augment": ("pad_crop", "horizontal_flip"),
                        "dataset.mean": (0.4914, 0.4822, 0.4465),
                        "dataset.std": (0.2470, 0.2435, 0.2616)})
-  batch = next(pipeline.train_dataset(c).as_numpy_iterator())
+  batch = next(spine_fixtures.train_dataset(c).as_numpy_iterator())
   assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.float32
   assert set(batch["label"]) <= set(range(10))
   assert sorted(batch) == ["image", "label"]
@@ -79,7 +80,7 @@ def _match_voc(truth, split, boxes, labels):
 def test_voc_detection_boxes_labels_difficult_and_pixels(built, year):
   truth = built["truth"]["voc" + year]
   c = F.data_config(built, f"voc/{year}", "detection",
-                    **{"dataset.image_size": (64, 64), "dataset.max_boxes": 4})
+                    **{"dataset.image_size": (64, 64), "task_kwargs.max_boxes": 4})
   splits = {"train": "train", "validation": "val", "test": "test"}
   for split, tsplit in splits.items():
     ex, _ = _all_valid(c, split)
@@ -109,10 +110,10 @@ def test_voc_boxes_follow_the_object_through_ssd_augmentation(built):
   truth = built["truth"]["voc2007"]
   colours = {tuple(c) for v in truth.values() for c in v["colours"]}
   c = F.data_config(built, "voc/2007", "detection", **{
-      "dataset.image_size": (96, 96), "dataset.max_boxes": 4, "batch_size": 8,
+      "dataset.image_size": (96, 96), "task_kwargs.max_boxes": 4, "batch_size": 8,
       # The geometric part of the SSD recipe (colours are checked below).
       "dataset.augment": ("zoom_out", "iou_random_crop", "horizontal_flip", "resize")})
-  it = pipeline.train_dataset(c).as_numpy_iterator()
+  it = spine_fixtures.train_dataset(c).as_numpy_iterator()
   checked = 0
   for _ in range(2):
     batch = next(it)
@@ -131,7 +132,7 @@ def test_voc_boxes_follow_the_object_through_ssd_augmentation(built):
 def test_voc_segmentation_builder_decodes_palette_indices(built):
   truth = built["truth"]["voc2012"]
   c = F.data_config(built, "voc_segmentation/2012", "segmentation")
-  b = adapters.get_builder(c.dataset)
+  b = datasets.get_builder(c.dataset)
   seen = 0
   for split, tsplit in (("train", "train"), ("validation", "val")):
     for ex in tfds.as_numpy(b.as_dataset(split=split)):
@@ -171,7 +172,7 @@ def test_voc_segmentation_pipeline_pads_with_ignore_at_full_resolution(built):
 def test_voc_segmentation_sbd_train_aug(built):
   voc, sbd = built["truth"]["voc2012"], built["truth"]["sbd"]
   c = F.data_config(built, "voc_segmentation/2012_sbd", "segmentation")
-  b = adapters.get_builder(c.dataset)
+  b = datasets.get_builder(c.dataset)
   got = {ex["image/filename"].decode()[:-4]: ex["segmentation_mask"][..., 0]
          for ex in tfds.as_numpy(b.as_dataset(split="train"))}
   voc_train = {k for k, v in voc.items() if v["split"] == "train"}
@@ -196,16 +197,16 @@ def _reference_train_ids(label_ids):
 
 def test_cityscapes_train_id_table_matches_cityscapesscripts():
   ids = np.arange(256, dtype=np.uint8)
-  np.testing.assert_array_equal(adapters.cityscapes_train_ids(ids).numpy(),
+  np.testing.assert_array_equal(datasets.cityscapes_train_ids(ids).numpy(),
                                 _reference_train_ids(ids))
-  assert (adapters.cityscapes_train_ids(ids).numpy() < 19).sum() == 19
+  assert (datasets.cityscapes_train_ids(ids).numpy() < 19).sum() == 19
 
 
 def test_cityscapes_builder_and_pipeline(built):
   truth = built["truth"]["cityscapes"]
   c = F.data_config(built, "cityscapes/semantic_segmentation", "segmentation",
                     **{"dataset.image_size": (64, 128)})
-  b = adapters.get_builder(c.dataset)
+  b = datasets.get_builder(c.dataset)
   raw = {ex["image_id"].decode(): ex for ex in tfds.as_numpy(b.as_dataset(split="train"))}
   assert set(raw) == set(F.CITYSCAPES_IMAGES["train"])
   for k, ex in raw.items():
@@ -232,7 +233,7 @@ def test_cityscapes_train_pipeline_scale_jitter_crop(built):
       "dataset.image_size": (64, 128), "batch_size": 8,
       "dataset.augment": (("scale_jitter", {"min_scale": 0.5, "max_scale": 2.0,
                                             "base": "fit"}), "horizontal_flip")})
-  batch = next(pipeline.train_dataset(c).as_numpy_iterator())
+  batch = next(spine_fixtures.train_dataset(c).as_numpy_iterator())
   assert batch["image"].shape == (8, 64, 128, 3) and batch["mask"].shape == (8, 64, 128)
   assert set(np.unique(batch["mask"])) <= set(range(19)) | {255}
 
@@ -242,8 +243,8 @@ def test_cityscapes_without_files_names_them_source_and_folder(tmp_path):
   c = F.data_config({"data_dir": str(tmp_path / "tfds"), "manual": {}},
                     "cityscapes/semantic_segmentation", "segmentation")
   c.dataset.manual_dir = str(tmp_path / "manual")
-  with pytest.raises(adapters.MissingDatasetFilesError) as e:
-    adapters.prepare(c.dataset)
+  with pytest.raises(sources.MissingDatasetFilesError) as e:
+    datasets.prepare(c.dataset)
   msg = str(e.value)
   for s in ("leftImg8bit_trainvaltest.zip  [MISSING]", "gtFine_trainvaltest.zip  [MISSING]",
             "https://www.cityscapes-dataset.com/downloads/", str(tmp_path / "manual"),
@@ -263,8 +264,8 @@ def test_failed_download_says_which_files_to_fetch(tmp_path, monkeypatch, name, 
 
   monkeypatch.setattr(download_manager.DownloadManager, "_download", offline)
   c = F.data_config({"data_dir": str(tmp_path / "tfds"), "manual": {}}, name, "segmentation")
-  with pytest.raises(adapters.MissingDatasetFilesError) as e:
-    adapters.prepare(c.dataset)
+  with pytest.raises(sources.MissingDatasetFilesError) as e:
+    datasets.prepare(c.dataset)
   msg = str(e.value)
   default = os.path.join(str(tmp_path / "tfds"), "downloads", "manual")
   assert default in msg and "no network" in msg
@@ -279,7 +280,7 @@ def test_builtin_dataset_through_the_same_path(tiny_data_dir):
                     "segmentation")
   ex, batches = _all_valid(c, "test")
   assert ex["mask"].shape == (32, 32, 32) and len(batches) == 4
-  b = adapters.get_builder(c.dataset)
+  b = datasets.get_builder(c.dataset)
   raw = list(tfds.as_numpy(b.as_dataset(split="test")))
   masks = {r["segmentation_mask"][..., 0].tobytes() for r in raw}
   assert {m.astype(np.uint8).tobytes() for m in ex["mask"]} == masks
@@ -288,10 +289,10 @@ def test_builtin_dataset_through_the_same_path(tiny_data_dir):
 # ------------------------------------------------- joined datasets ("07+12")
 def test_voc_07_plus_12_trains_on_both_and_evaluates_on_the_first(built):
   c = F.data_config(built, "voc/2007+voc/2012", "detection", batch_size=8, **{
-      "dataset.image_size": (64, 64), "dataset.max_boxes": 4,
+      "dataset.image_size": (64, 64), "task_kwargs.max_boxes": 4,
       "dataset.train_split": "train+validation", "dataset.eval_split": "test"})
   sig = lambda boxes: np.round(np.sort(boxes, 0), 5).tobytes()
-  it = pipeline.train_dataset(c).as_numpy_iterator()
+  it = spine_fixtures.train_dataset(c).as_numpy_iterator()
   seen = []
   for _ in range(3):
     b = next(it)
@@ -303,4 +304,4 @@ def test_voc_07_plus_12_trains_on_both_and_evaluates_on_the_first(built):
   ex, _ = _all_valid(c)
   assert len(ex["boxes"]) == 2  # VOC 2007 test only (2012 test has no labels)
   with pytest.raises(ValueError, match="one dataset family"):
-    adapters.dataset_names(F.data_config(built, "voc/2007+cifar10", "detection").dataset)
+    datasets.dataset_names(F.data_config(built, "voc/2007+cifar10", "detection").dataset)

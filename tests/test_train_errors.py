@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+import spine_fixtures
 from visionjax.data import pipeline
 from visionjax.train import config as config_lib
 from visionjax.train import loop
@@ -40,7 +41,7 @@ def test_bad_names_and_values(tiny_data_dir, field, value, pattern):
     c[node] = value
   with pytest.raises(ValueError, match=pattern):
     exp = loop.build(c)
-    pipeline.train_dataset(c)  # the batch-size check lives with the pipeline
+    spine_fixtures.train_dataset(c)  # the batch-size check lives with the pipeline
     del exp
 
 
@@ -62,7 +63,7 @@ def test_bad_model_option_is_named(tiny_data_dir):
 def test_malformed_batch_is_rejected_before_xla(tiny_data_dir, change, pattern):
   config = tiny_config(tiny_data_dir)
   exp = loop.build(config, devices=jax.devices()[:1])
-  batch = next(pipeline.train_dataset(config).as_numpy_iterator())
+  batch = next(spine_fixtures.train_dataset(config).as_numpy_iterator())
   with pytest.raises(ValueError, match=pattern):
     exp.train_step(exp.create_state(), exp.engine.put_batch(change(batch)))
 

@@ -3,7 +3,7 @@ import numpy as np
 import jax.numpy as jnp
 import pytest
 
-from visionjax.train import tasks
+from visionjax import tasks
 
 
 def _np_softmax(x):

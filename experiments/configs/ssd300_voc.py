@@ -32,7 +32,7 @@ def get_config():
   c.dataset.train_split = "train+validation"
   c.dataset.eval_split = "test"
   c.dataset.image_size = (300, 300)
-  c.dataset.max_boxes = 64          # VOC images hold at most 56 objects
+  c.task_kwargs.max_boxes = 64          # VOC images hold at most 56 objects
   c.dataset.augment = SSD_AUGMENT
   # ImageNet statistics (the backbone convention; the Caffe model subtracts
   # the mean pixel 104, 117, 123 and does not divide).

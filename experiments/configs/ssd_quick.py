@@ -16,7 +16,7 @@ def get_config():
   c.task = "detection"
   c.model.name = "ssd_lite"
   c.dataset.name = "digit_scenes/scenes64"
-  c.dataset.max_boxes = 4
+  c.task_kwargs.max_boxes = 4
   c.batch_size = 32
   c.eval_batch_size = 250
   c.num_train_steps = 300

@@ -16,7 +16,7 @@ def get_config():
   c.task = "detection"
   c.model.name = "ssd_lite"
   c.dataset.name = "digit_scenes/scenes64"
-  c.dataset.max_boxes = 4          # scenes hold 1-3 digits
+  c.task_kwargs.max_boxes = 4          # scenes hold 1-3 digits
   c.dataset.augment = ("color_jitter",)
   # Scenes hold <= 3 objects: 100 candidates per class and 100 detections per
   # image (COCO's maxDets) are plenty and keep evaluation cheap.

@@ -1,9 +1,11 @@
 """tf.data input pipelines: TFDS split -> canonical examples -> host batches.
 
-Every dataset is first mapped to one *canonical* example layout by its adapter
-(`visionjax.data.adapters`), then a task-specific preprocessing turns it into
-model inputs. The pipeline yields NumPy host batches (this process's share of
-the global batch); `visionjax.train.parallel` places them on the device mesh.
+A dataset config is resolved once (`resolve` -> `Data`: names, builders,
+adapter). Every dataset is mapped to one *canonical* example layout by its
+adapter (`visionjax.data.datasets`), augmented, fitted to a static size, and
+then the task (`visionjax.tasks`, passed in) cuts its targets from it. The
+pipeline yields NumPy host batches (this process's share of the global
+batch); `visionjax.train.parallel` places them on the device mesh.
 
 Guarantees:
 * Training order and augmentation are a deterministic function of
@@ -27,9 +29,13 @@ Guarantees:
   evaluate unresized at 512x512); other tasks stretch to ``image_size``
   (normalized boxes follow). Datasets of varying image size need
   ``image_size``.
+
+The task argument is any `visionjax.tasks.base.Task`: the pipeline calls its
+``targets(example)`` in the tf.data map and reads its ``dense`` flag.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Iterator
 
@@ -39,11 +45,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from visionjax.data import adapters
-from visionjax.data import transforms
+from visionjax.data import augment_config, datasets, sources, transforms
 
 Batch = dict[str, np.ndarray]
-TASKS = ("classification", "segmentation", "localization", "detection")
 
 
 def host_batch_size(global_batch: int) -> int:
@@ -77,28 +81,82 @@ def _split_size(dc: ml_collections.ConfigDict, splits, split: str, index: int = 
   return total
 
 
-def load_split(dc: ml_collections.ConfigDict, split: str, *, shuffle_files: bool,
-               seed: int, decode: bool = True, all_datasets: bool = False
+class CanonicalInfo:
+  """A builder's `tfds.core.DatasetInfo` whose ``features['image']`` is the
+  feature that becomes the canonical image (Cityscapes: ``image_left``);
+  every other attribute is the builder's."""
+
+  def __init__(self, info: tfds.core.DatasetInfo, image_key: str):
+    self._info = info
+    self.features = {**dict(info.features.items()), "image": info.features[image_key]}
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._info, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """``config.dataset`` resolved once: its TFDS names, adapter and builders.
+
+  ``config`` is the dataset config (``config.dataset``); ``builders[i]`` reads
+  ``names[i]`` (several for ``a+b``, one family).
+  """
+  config: ml_collections.ConfigDict
+  names: tuple[str, ...]
+  adapter: datasets.DatasetAdapter
+  builders: tuple[tfds.core.DatasetBuilder, ...]
+
+  @property
+  def info(self) -> CanonicalInfo:
+    """The first dataset's info; ``.features['image'].shape`` is (H, W, C),
+    with None for sizes that vary between images."""
+    return CanonicalInfo(self.builders[0].info, self.adapter.image_key)
+
+  def configs(self) -> list[ml_collections.ConfigDict]:
+    return [datasets.single(self.config, n) for n in self.names]
+
+  def prepare(self) -> None:
+    """Builds every dataset once into ``data_dir`` (no-op when built)."""
+    for dc, builder in zip(self.configs(), self.builders):
+      sources.prepare_builder(dc, builder, self.adapter.sources(datasets.config_name(dc.name)),
+                              self.adapter.manual_only)
+
+  def num_classes(self, annotation: str) -> int:
+    return datasets.num_classes(self.config, annotation)
+
+  def class_names(self, annotation: str) -> tuple[str, ...]:
+    return datasets.class_names(self.config, annotation)
+
+
+def resolve(dc: ml_collections.ConfigDict) -> Data:
+  """Resolves ``dc`` (``config.dataset``) once; raises on an unknown name."""
+  names = tuple(datasets.dataset_names(dc))
+  ad = datasets.adapter(dc)
+  builders = tuple(datasets.get_builder(datasets.single(dc, n)) for n in names)
+  return Data(config=dc, names=names, adapter=ad, builders=builders)
+
+
+def load_split(data: Data, split: str, *, shuffle_files: bool, seed: int,
+               decode: bool = True, all_datasets: bool = False
                ) -> tuple[tf.data.Dataset, int]:
-  """This process's part of ``split`` of ``dc.name`` and the split's size.
+  """This process's part of ``split`` of the dataset and the split's size.
 
   With ``decode=False`` image features stay encoded (PNG/JPEG bytes) until
   `decode_fn` is applied, so shuffle buffers hold bytes, not pixels. For
   names joined by ``+``: every dataset's ``split``, concatenated, with
   ``all_datasets``; else the first dataset's.
   """
-  adapters.prepare(dc)
-  names = adapters.dataset_names(dc)[:None if all_datasets else 1]
-  parts = [_load_one(adapters.single(dc, n), split, shuffle_files, seed, decode)
-           for n in names]
+  data.prepare()
+  count = None if all_datasets else 1
+  parts = [_load_one(dc, b, split, shuffle_files, seed, decode)
+           for dc, b in zip(data.configs()[:count], data.builders[:count])]
   ds = parts[0][0]
   for other, _ in parts[1:]:
     ds = ds.concatenate(other)
   return ds, sum(n for _, n in parts)
 
 
-def _load_one(dc, split, shuffle_files, seed, decode):
-  builder = adapters.get_builder(dc)
+def _load_one(dc, builder, split, shuffle_files, seed, decode):
   splits = builder.info.splits
   total = _split_size(dc, splits, split)
   decoders = None if decode else {
@@ -113,64 +171,48 @@ def _load_one(dc, split, shuffle_files, seed, decode):
   return ds, total
 
 
-def max_host_share(dc: ml_collections.ConfigDict, split: str,
-                   all_datasets: bool = False) -> int:
+def max_host_share(data: Data, split: str, all_datasets: bool = False) -> int:
   """The most examples of ``split`` any process reads (process 0's share)."""
-  names = adapters.dataset_names(dc)[:None if all_datasets else 1]
-  return sum(_split_size(d, adapters.get_builder(d).info.splits, split, 0,
-                         jax.process_count())
-             for d in (adapters.single(dc, n) for n in names))
+  count = None if all_datasets else 1
+  return sum(_split_size(dc, b.info.splits, split, 0, jax.process_count())
+             for dc, b in zip(data.configs()[:count], data.builders[:count]))
 
 
-def decode_fn(dc: ml_collections.ConfigDict) -> Callable[[dict], dict]:
+def decode_fn(data: Data) -> Callable[[dict], dict]:
   """Decodes the image features `load_split(decode=False)` left encoded."""
-  features = _image_features(adapters.get_builder(dc))
+  features = _image_features(data.builders[0])
   return lambda ex: {**ex, **{k: f.decode_example(ex[k]) for k, f in features.items()}}
 
 
-def _fit_fn(config: ml_collections.ConfigDict, output_size
-            ) -> Callable[[dict], dict]:
-  """Brings examples to ``config.dataset.image_size`` unless already fixed."""
-  dc = config.dataset
+def _fit_fn(data: Data, task: Any, output_size) -> Callable[[dict], dict]:
+  """Brings examples to ``image_size`` unless the augmentation fixed it."""
+  dc = data.config
   size = dc.get("image_size")
   if isinstance(output_size, tuple):  # the augmentation fixed the size
     return lambda ex: ex
   if not size:
-    shape = dataset_info(config).features["image"].shape
+    shape = data.info.features["image"].shape
     if None in shape[:2]:
       raise ValueError(
           f"dataset {dc.name!r} has images of varying size {shape}; set "
           "config.dataset.image_size = (height, width) so batches have one shape")
     return lambda ex: ex
-  seg = config.task == "segmentation"
-  return lambda ex: transforms.fit(ex, size, keep_aspect=seg, allow_upscale=not seg,
-                                   fill=adapters.mean_pixel(dc))
+  dense = task.dense
+  return lambda ex: transforms.fit(ex, size, keep_aspect=dense, allow_upscale=not dense,
+                                   fill=datasets.mean_pixel(dc))
 
 
-def _preprocess_fn(config: ml_collections.ConfigDict, train: bool
-                   ) -> Callable[[tf.Tensor, dict], dict]:
-  """Canonical example -> model inputs for ``config.task``."""
-  task = config.task
-  if task not in TASKS:
-    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-  dc = config.dataset
+def _preprocess_fn(data: Data, task: Any, train: bool) -> Callable[[tf.Tensor, dict], dict]:
+  """Canonical example -> normalized image + the task's targets."""
+  dc = data.config
   mean = tf.constant(dc.get("mean", (0.5, 0.5, 0.5)), tf.float32) * 255.0
   std = tf.constant(dc.get("std", (0.25, 0.25, 0.25)), tf.float32) * 255.0
-  augment = adapters.make_augment(config, train)
-  fit = _fit_fn(config, augment.output_size)
+  augment = augment_config.make_augment(dc, train)
+  fit = _fit_fn(data, task, augment.output_size)
 
   def fn(seed: tf.Tensor, ex: dict) -> dict:
     ex = fit(augment(seed, ex))
-    out = {"image": (tf.cast(ex["image"], tf.float32) - mean) / std}
-    if task == "classification":
-      out["label"] = tf.cast(ex["label"], tf.int32)
-    if task == "segmentation":
-      out["mask"] = tf.cast(ex["mask"], tf.int32)
-    if task == "localization":  # the largest object after augmentation
-      out["label"], out["box"] = adapters.largest_object(ex["boxes"], ex["box_labels"])
-    if task == "detection":
-      out.update(adapters.pad_boxes(ex, dc.get("max_boxes", 50)))
-    return out
+    return {"image": (tf.cast(ex["image"], tf.float32) - mean) / std, **task.targets(ex)}
 
   return fn
 
@@ -181,19 +223,20 @@ def _no_autograph(fn: Callable) -> Callable:
   return tf.autograph.experimental.do_not_convert(fn)
 
 
-def train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0
-                  ) -> tf.data.Dataset:
-  """Endless, shuffled, augmented host batches, starting after ``start_step``."""
-  dc = config.dataset
-  batch = host_batch_size(config.batch_size)
-  seed = config.seed + jax.process_index()
-  ds, _ = load_split(dc, dc.train_split, shuffle_files=True, seed=seed,
+def train_dataset(data: Data, task: Any, *, batch_size: int, seed: int,
+                  start_step: int = 0) -> tf.data.Dataset:
+  """Endless, shuffled, augmented host batches of the global ``batch_size``,
+  starting after ``start_step``."""
+  dc = data.config
+  batch = host_batch_size(batch_size)
+  seed = seed + jax.process_index()
+  ds, _ = load_split(data, dc.train_split, shuffle_files=True, seed=seed,
                      decode=False, all_datasets=True)
   ds = ds.repeat()
   # Shuffle encoded examples (bytes, not pixels: a 10k buffer of decoded
   # Cityscapes frames would need ~140 GB); a buffer larger than this host's
   # share of the split would only mix epochs.
-  host_share = max_host_share(dc, dc.train_split, all_datasets=True)
+  host_share = max_host_share(data, dc.train_split, all_datasets=True)
   ds = ds.shuffle(max(1, min(dc.get("shuffle_buffer", 10_000), host_share)),
                   seed=seed, reshuffle_each_iteration=True)
   # Index every example so its augmentation seed is fixed, then skip what a
@@ -201,8 +244,8 @@ def train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0
   ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds)
   if start_step:
     ds = ds.skip(start_step * batch)
-  decode, canonical = decode_fn(dc), adapters.canonical_fn(dc)
-  prep = _preprocess_fn(config, train=True)
+  decode, canonical = decode_fn(data), data.adapter.canonical
+  prep = _preprocess_fn(data, task, train=True)
   ds = ds.map(_no_autograph(lambda i, ex: prep(tf.stack([tf.cast(seed, tf.int64), i]),
                                               canonical(decode(ex)))),
               num_parallel_calls=tf.data.AUTOTUNE)
@@ -210,26 +253,26 @@ def train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_batches(config: ml_collections.ConfigDict, split: str | None = None
+def eval_batches(data: Data, task: Any, *, batch_size: int, split: str | None = None
                  ) -> Iterator[Batch]:
-  """Padded host batches over one pass of ``split``; ``valid`` marks real ones.
+  """Padded host batches of the global ``batch_size`` over one pass of
+  ``split`` (default: the eval split); ``valid`` marks real examples.
 
   Every process yields ``ceil(largest host share / host_batch)`` batches;
   a host whose share ran out yields all-padding batches (``valid`` False).
   """
-  dc = config.dataset
-  split = split or dc.eval_split
-  batch = host_batch_size(config.get("eval_batch_size", config.batch_size))
-  ds, _ = load_split(dc, split, shuffle_files=False, seed=0)
-  canonical = adapters.canonical_fn(dc)
-  prep = _preprocess_fn(config, train=False)
+  split = split or data.config.eval_split
+  batch = host_batch_size(batch_size)
+  ds, _ = load_split(data, split, shuffle_files=False, seed=0)
+  canonical = data.adapter.canonical
+  prep = _preprocess_fn(data, task, train=False)
   ds = ds.map(_no_autograph(lambda ex: {**prep(tf.zeros([2], tf.int64), canonical(ex)),
                                        "valid": tf.constant(True)}),
               num_parallel_calls=tf.data.AUTOTUNE)
   empty = {k: np.zeros((0, *s.shape), s.dtype.as_numpy_dtype)
            for k, s in ds.element_spec.items()}
   ds = ds.batch(batch).prefetch(tf.data.AUTOTUNE)
-  num_batches = math.ceil(max_host_share(dc, split) / batch)
+  num_batches = math.ceil(max_host_share(data, split) / batch)
   it = ds.as_numpy_iterator()
   for _ in range(num_batches):
     b = next(it, None)
@@ -245,28 +288,3 @@ def pad_batch(b: Batch, size: int) -> Batch:
     return b
   return {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
           for k, v in b.items()}
-
-
-def num_classes_of(config: ml_collections.ConfigDict) -> int:
-  """Number of output classes the model needs for this dataset and task."""
-  return adapters.num_classes(config.dataset, config.task)
-
-
-class CanonicalInfo:
-  """A builder's `tfds.core.DatasetInfo` whose ``features['image']`` is the
-  feature that becomes the canonical image (Cityscapes: ``image_left``);
-  every other attribute is the builder's."""
-
-  def __init__(self, info: tfds.core.DatasetInfo, image_key: str):
-    self._info = info
-    self.features = {**dict(info.features.items()), "image": info.features[image_key]}
-
-  def __getattr__(self, name: str) -> Any:
-    return getattr(self._info, name)
-
-
-def dataset_info(config: ml_collections.ConfigDict) -> CanonicalInfo:
-  """The dataset's info; ``.features['image'].shape`` is (H, W, C), with
-  None for sizes that vary between images."""
-  dc = config.dataset
-  return CanonicalInfo(adapters.get_builder(dc).info, adapters.adapter(dc).image_key)

@@ -274,3 +274,18 @@ def box_iou(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tf.Tensor:
   inter = ih * iw
   area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
   return inter / tf.maximum(area(a) + area(b) - inter, 1e-12)
+
+
+def pad_boxes(ex: Example, max_boxes: int) -> Example:
+  """Boxes/labels padded (or truncated) to ``max_boxes`` with a valid mask:
+  static shapes for batching (``box_valid`` marks the real boxes)."""
+  n = tf.minimum(tf.shape(ex["boxes"])[0], max_boxes)
+  pad = max_boxes - n
+  boxes = tf.pad(ex["boxes"][:n], [[0, pad], [0, 0]])
+  labels = tf.pad(tf.cast(ex["box_labels"][:n], tf.int32), [[0, pad]])
+  difficult = tf.pad(tf.cast(ex["box_difficult"][:n], tf.bool), [[0, pad]])
+  valid = tf.range(max_boxes) < n
+  return {"boxes": tf.ensure_shape(boxes, [max_boxes, 4]),
+          "box_labels": tf.ensure_shape(labels, [max_boxes]),
+          "box_difficult": tf.ensure_shape(difficult, [max_boxes]),
+          "box_valid": tf.ensure_shape(valid, [max_boxes])}

@@ -6,10 +6,10 @@
   multibox        smooth-L1 + cross-entropy with 3:1 hard-negative mining
   postprocessing  score threshold, class-aware NMS, top-k, padded outputs
   evaluation      padded detections -> VOC (11-point, all-point) and COCO AP
-  task            `DetectionTask` for the training spine
 
 The SSD models live in `visionjax.models.ssd` (registry names
-'ssd300_vgg16', 'ssd512_vgg16', 'ssd300_resnet18', 'ssd_lite').
+'ssd300_vgg16', 'ssd512_vgg16', 'ssd300_resnet18', 'ssd_lite'); the training
+task is `visionjax.tasks.DetectionTask`.
 """
 from visionjax.detection.anchors import (AnchorSpec, default_boxes, num_default_boxes,
                                          paper_specs, ssd300_default_boxes, ssd300_specs,
@@ -19,10 +19,9 @@ from visionjax.detection.matching import Match, Targets, match, ssd_targets
 from visionjax.detection.multibox import (LossParts, hard_negatives, image_multibox_loss,
                                           multibox_loss)
 from visionjax.detection.postprocessing import Detections, batch_postprocess, postprocess
-from visionjax.detection.task import DetectionTask
 
 __all__ = ["AnchorSpec", "default_boxes", "num_default_boxes", "paper_specs",
            "ssd300_default_boxes", "ssd300_specs", "ssd512_default_boxes", "ssd512_specs",
            "SSD_VARIANCES", "decode", "encode", "Match", "Targets", "match", "ssd_targets",
            "LossParts", "hard_negatives", "image_multibox_loss", "multibox_loss", "Detections",
-           "batch_postprocess", "postprocess", "DetectionTask"]
+           "batch_postprocess", "postprocess"]

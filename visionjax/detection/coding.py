@@ -19,7 +19,7 @@ from typing import Sequence
 
 import jax.numpy as jnp
 
-from visionjax.ops.boxes import _check_boxes, box_convert
+from visionjax.ops.boxes import check_boxes, box_convert
 
 SSD_VARIANCES = (0.1, 0.1, 0.2, 0.2)
 # Decoded log-sizes are capped at log(1000/16) (as torchvision's box coder),
@@ -42,8 +42,8 @@ def encode(boxes, anchors, variances: Sequence[float] = SSD_VARIANCES, *, fmt: s
   Widths/heights are floored at 1e-8 before the log so degenerate (padding)
   boxes give large but finite offsets.
   """
-  g = box_convert(_check_boxes(boxes), fmt, "cxcywh")
-  d = _check_boxes(anchors, "anchors").astype(g.dtype)
+  g = box_convert(check_boxes(boxes), fmt, "cxcywh")
+  d = check_boxes(anchors, "anchors").astype(g.dtype)
   v = _variances(variances, g.dtype)
   dwh = jnp.maximum(d[..., 2:], _TINY)
   t_c = (g[..., :2] - d[..., :2]) / (v[:2] * dwh)
@@ -57,8 +57,8 @@ def decode(offsets, anchors, variances: Sequence[float] = SSD_VARIANCES, *, fmt:
 
   Inverse of :func:`encode` (the log-size is clipped at log(1000/16)).
   """
-  t = _check_boxes(offsets, "offsets")
-  d = _check_boxes(anchors, "anchors").astype(t.dtype)
+  t = check_boxes(offsets, "offsets")
+  d = check_boxes(anchors, "anchors").astype(t.dtype)
   v = _variances(variances, t.dtype)
   c = d[..., :2] + t[..., :2] * v[:2] * d[..., 2:]
   wh = d[..., 2:] * jnp.exp(jnp.minimum(t[..., 2:] * v[2:], _MAX_LOG_SCALE))

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from visionjax.detection.coding import SSD_VARIANCES, encode
-from visionjax.ops.boxes import _check_boxes, box_convert, box_iou
+from visionjax.ops.boxes import check_boxes, box_convert, box_iou
 
 
 class Match(NamedTuple):
@@ -38,8 +38,8 @@ def match(gt_boxes, gt_valid, anchors, iou_threshold: float = 0.5, *,
           fmt: str = "xyxy") -> Match:
   """Matches ground truth [G, 4] (``fmt``) + ``gt_valid`` [G] to anchors [A, 4]
   (cx, cy, w, h) by the two rules of the module docstring."""
-  gt = _check_boxes(gt_boxes, "gt_boxes")
-  anchors = _check_boxes(anchors, "anchors")
+  gt = check_boxes(gt_boxes, "gt_boxes")
+  anchors = check_boxes(anchors, "anchors")
   if gt.ndim != 2 or anchors.ndim != 2:
     raise ValueError(f"gt_boxes/anchors have shapes {gt.shape}/{anchors.shape}; expected "
                      "[G, 4] and [A, 4] (use jax.vmap for batches)")

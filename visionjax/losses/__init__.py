@@ -6,7 +6,7 @@ labels), ``where`` (validity mask). 'mean' divides by the number of
 non-ignored elements; 'sum_and_count' returns ``(sum, count)`` so a
 data-parallel step can ``psum`` both.
 """
-from visionjax.losses._reduction import REDUCTIONS
+from visionjax.losses.reduction import REDUCTIONS
 from visionjax.losses.boxes import (classification_localization_loss, giou_loss, huber_loss,
                                     smooth_l1_loss)
 from visionjax.losses.classification import (sigmoid_binary_cross_entropy, sigmoid_focal_loss,

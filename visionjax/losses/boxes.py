@@ -11,15 +11,15 @@ from typing import Optional
 import jax.numpy as jnp
 import optax
 
-from visionjax.losses._reduction import check_reduction, reduce_loss, validity_mask
+from visionjax.losses.reduction import check_reduction, reduce_loss, validity_mask
 from visionjax.losses.classification import softmax_cross_entropy
-from visionjax.ops.boxes import _check_boxes, generalized_box_iou_elementwise
+from visionjax.ops.boxes import check_boxes, generalized_box_iou_elementwise
 
 
 def _box_pair(preds, targets):
-  preds = _check_boxes(preds, "preds")
+  preds = check_boxes(preds, "preds")
   preds = preds.astype(jnp.promote_types(preds.dtype, jnp.float32))
-  targets = _check_boxes(targets, "targets").astype(preds.dtype)
+  targets = check_boxes(targets, "targets").astype(preds.dtype)
   if preds.shape != targets.shape:
     raise ValueError(f"targets has shape {targets.shape}; expected the preds shape {preds.shape}")
   return preds, targets

@@ -1,6 +1,6 @@
 """Classification losses on logits: softmax cross-entropy, sigmoid BCE, focal.
 
-All losses share one signature style (see :mod:`visionjax.losses._reduction`):
+All losses share one signature style (see :mod:`visionjax.losses.reduction`):
 logits first, then labels, then keyword-only options ``weights`` (per class),
 ``ignore_index`` (integer labels only), ``where`` (extra validity mask) and
 ``reduction`` in {'mean', 'sum', 'none', 'sum_and_count'}. They are pure, trace
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from visionjax.losses._reduction import (check_labels_match, check_reduction,
+from visionjax.losses.reduction import (check_labels_match, check_reduction,
                                          reduce_loss, validity_mask)
 
 

@@ -33,7 +33,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from visionjax.losses._reduction import (broadcast_leading, check_labels_match,
+from visionjax.losses.reduction import (broadcast_leading, check_labels_match,
                                          check_reduction, reduce_loss)
 
 MODES = ("binary", "multiclass", "multilabel")

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from visionjax.losses._reduction import broadcast_leading, check_reduction
+from visionjax.losses.reduction import broadcast_leading, check_reduction
 
 
 def _check_int(x, name):

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 FORMATS = ("xyxy", "xywh", "cxcywh")
 
 
-def _check_boxes(boxes, name="boxes"):
+def check_boxes(boxes, name="boxes"):
   boxes = jnp.asarray(boxes)
   if boxes.ndim < 1 or boxes.shape[-1] != 4:
     raise ValueError(f"{name} has shape {boxes.shape}; expected [..., 4]")
@@ -40,7 +40,7 @@ def box_convert(boxes, in_fmt: str, out_fmt: str):
   """
   _check_fmt(in_fmt, "in_fmt")
   _check_fmt(out_fmt, "out_fmt")
-  boxes = _check_boxes(boxes)
+  boxes = check_boxes(boxes)
   if in_fmt == out_fmt:
     return boxes
   a, b, c, d = jnp.moveaxis(boxes, -1, 0)
@@ -73,13 +73,13 @@ def normalize_boxes(boxes, image_size):
   ``image_size``: (height, width), or [..., 2] broadcastable against the box
   batch axes (e.g. [B, 1, 2] for boxes [B, N, 4]). Any box format.
   """
-  boxes = _check_boxes(boxes)
+  boxes = check_boxes(boxes)
   return boxes / _wh_scale(image_size, boxes.dtype)
 
 
 def denormalize_boxes(boxes, image_size):
   """Inverse of :func:`normalize_boxes`."""
-  boxes = _check_boxes(boxes)
+  boxes = check_boxes(boxes)
   return boxes * _wh_scale(image_size, boxes.dtype)
 
 
@@ -122,8 +122,8 @@ def _iou_giou(a, b, giou: bool):
 
 
 def _pairwise(a, b, fmt):
-  a = box_convert(_check_boxes(a, "boxes1"), fmt, "xyxy")
-  b = box_convert(_check_boxes(b, "boxes2"), fmt, "xyxy")
+  a = box_convert(check_boxes(a, "boxes1"), fmt, "xyxy")
+  b = box_convert(check_boxes(b, "boxes2"), fmt, "xyxy")
   if a.ndim < 2 or b.ndim < 2:
     raise ValueError(f"boxes1/boxes2 have shapes {a.shape}/{b.shape}; expected [..., N, 4] "
                      "and [..., M, 4]")
@@ -151,15 +151,15 @@ def generalized_box_iou(boxes1, boxes2, fmt: str = "xyxy"):
 
 def box_iou_elementwise(boxes1, boxes2, fmt: str = "xyxy"):
   """IoU of corresponding boxes: [...] for boxes1, boxes2 [..., 4] (broadcast)."""
-  a = box_convert(_check_boxes(boxes1, "boxes1"), fmt, "xyxy")
-  b = box_convert(_check_boxes(boxes2, "boxes2"), fmt, "xyxy")
+  a = box_convert(check_boxes(boxes1, "boxes1"), fmt, "xyxy")
+  b = box_convert(check_boxes(boxes2, "boxes2"), fmt, "xyxy")
   return _iou_giou(a, b, giou=False)
 
 
 def generalized_box_iou_elementwise(boxes1, boxes2, fmt: str = "xyxy"):
   """GIoU of corresponding boxes: [...] for boxes1, boxes2 [..., 4] (broadcast)."""
-  a = box_convert(_check_boxes(boxes1, "boxes1"), fmt, "xyxy")
-  b = box_convert(_check_boxes(boxes2, "boxes2"), fmt, "xyxy")
+  a = box_convert(check_boxes(boxes1, "boxes1"), fmt, "xyxy")
+  b = box_convert(check_boxes(boxes2, "boxes2"), fmt, "xyxy")
   return _iou_giou(a, b, giou=True)
 
 

@@ -18,11 +18,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from visionjax.ops.boxes import _check_boxes, box_convert, box_iou_elementwise
+from visionjax.ops.boxes import check_boxes, box_convert, box_iou_elementwise
 
 
 def _prepare(boxes, scores, fmt, valid, classes, max_output_size, score_threshold):
-  boxes = box_convert(_check_boxes(boxes), fmt, "xyxy")
+  boxes = box_convert(check_boxes(boxes), fmt, "xyxy")
   scores = jnp.asarray(scores)
   if boxes.ndim != 2:
     raise ValueError(f"boxes has shape {boxes.shape}; expected [N, 4] (use jax.vmap for "

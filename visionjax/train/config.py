@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from visionjax import tasks
 from visionjax.train.optim import OPTIMIZERS, SCHEDULES
 from visionjax.train.parallel import ENGINES
-
-TASKS = ("classification", "segmentation", "localization", "detection")
 # Sub-dicts whose keys are free-form (validated by their consumer).
 _FREE_FORM = ("model", "task_kwargs")
 
@@ -33,7 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress_bar = True
 
   c.model = ml_collections.ConfigDict({"name": "small_cnn"})
-  c.task_kwargs = ml_collections.ConfigDict()
+  c.task_kwargs = ml_collections.ConfigDict()  # options of the task class (visionjax.tasks)
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "digit_scenes/digits32"
@@ -46,7 +45,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.std = (0.25, 0.25, 0.25)
   c.dataset.shuffle_buffer = 10_000
   c.dataset.augment = ()
-  c.dataset.max_boxes = 50
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"
@@ -92,7 +90,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first bad key or value."""
   for path, valid in _unknown_keys(config, base_config()):
     raise ValueError(f"unknown config key {path!r}; valid keys here: {valid}")
-  _one_of(config.task, TASKS, "task")
+  _one_of(config.task, tasks.NAMES, "task")
   _one_of(config.engine, ENGINES, "engine")
   _one_of(config.optimizer.name, OPTIMIZERS, "optimizer.name")
   _one_of(config.optimizer.schedule, SCHEDULES, "optimizer.schedule")

@@ -30,11 +30,11 @@ from jax.experimental import multihost_utils
 import numpy as np
 from tqdm import tqdm
 
-from visionjax import models
-from visionjax.data import adapters, pipeline
+from visionjax import models, tasks
+from visionjax.data import pipeline
 from visionjax.train import checkpoint as ckpt_lib
 from visionjax.train import config as config_lib
-from visionjax.train import optim, parallel, reporting, steps, tasks
+from visionjax.train import optim, parallel, reporting, steps
 from visionjax.train.state import init_state
 
 
@@ -65,9 +65,10 @@ def ensure_writable(workdir: str) -> str:
 class Experiment:
   """Everything built from a config that the loop and the tests need."""
   config: ml_collections.ConfigDict
+  data: pipeline.Data
   engine: Any
   model: Any
-  task: Any
+  task: tasks.Task
   tx: Any
   schedule: Any
   init_fn: Any
@@ -93,28 +94,48 @@ class Experiment:
   def abstract_state(self):
     return self.engine.abstract_state(self.init_fn, self.rng)
 
+  def train_dataset(self, start_step: int = 0):
+    """The training input (`visionjax.data.pipeline.train_dataset`)."""
+    return pipeline.train_dataset(self.data, self.task, batch_size=self.config.batch_size,
+                                  seed=self.config.seed, start_step=start_step)
+
+  def eval_batches(self, split: str | None = None):
+    """Padded evaluation batches (`visionjax.data.pipeline.eval_batches`)."""
+    return pipeline.eval_batches(self.data, self.task, split=split,
+                                 batch_size=self.config.get("eval_batch_size",
+                                                            self.config.batch_size))
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return self.data.class_names(self.task.annotation)
+
 
 def build(config: ml_collections.ConfigDict, *, devices: list | None = None) -> Experiment:
-  """Validates ``config`` and builds engine, model, task and optimizer."""
+  """Validates ``config`` and builds data, engine, model, task and optimizer."""
   config_lib.validate(config)
   engine = parallel.make_engine(config.engine, devices)
-  info = pipeline.dataset_info(config)
+  data = pipeline.resolve(config.dataset)
+  info = data.info
   image_shape = tuple(config.dataset.image_size or info.features["image"].shape[:2])
   channels = int(info.features["image"].shape[-1])
-  num_classes = pipeline.num_classes_of(config)
+  num_classes = data.num_classes(tasks.REGISTRY[config.task].annotation)
   model_kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
   if config.half_precision:
     model_kwargs["dtype"] = jnp.bfloat16
+  model_task = models.task_of(config.model.name)
+  if model_task != config.task:
+    raise ValueError(f"model {config.model.name!r} is a {model_task} model; task "
+                     f"{config.task!r} needs one of {models.list_models(config.task)}")
   try:
     model = models.create(config.model.name, num_classes=num_classes, **model_kwargs)
   except TypeError as e:
     raise ValueError(f"bad option for model {config.model.name!r}: {e}") from None
-  task = tasks.create_task(config.task, num_classes, **config.task_kwargs.to_dict())
+  task = tasks.create(config.task, num_classes, **config.task_kwargs.to_dict())
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
   model = engine.model_for(model)
   init_fn = functools.partial(init_state, model=model, tx=tx,
                               input_shape=(1, *image_shape, channels))
-  return Experiment(config=config, engine=engine, model=model, task=task, tx=tx,
+  return Experiment(config=config, data=data, engine=engine, model=model, task=task, tx=tx,
                     schedule=schedule, init_fn=init_fn,
                     rng=jax.random.PRNGKey(config.seed), channels=channels)
 
@@ -123,38 +144,18 @@ def evaluate(exp: Experiment, state: Any, split: str | None = None,
              progress: bool = False) -> dict[str, Any]:
   """Exact metrics over one pass of ``split`` (default: the eval split).
 
-  Tasks whose metrics are not sums (detection AP) define ``eval_examples``:
-  their jitted eval step also returns per-example padded outputs, which are
-  pulled to host each batch and folded into ``task.eval_update``'s state;
-  the result is ``task.summarize(sums, state)``.
+  Each batch's sums are added on device; the task's per-example outputs
+  (detection: padded detections), if any, are gathered to host and folded
+  into its ``eval_update`` state. The result is ``task.summarize(sums, state)``.
   """
-  from visionjax.detection.task import example_eval_step
-  per_example = hasattr(exp.task, "eval_examples")
-  if per_example:
-    step = exp.__dict__.get("_example_eval_step")
-    if step is None:  # compiled once per Experiment, like `exp.eval_step`
-      step = exp.__dict__["_example_eval_step"] = exp.engine.compile_eval(functools.partial(
-          example_eval_step, model=exp.model, task=exp.task, channels=exp.channels,
-          axis_name=exp.engine.axis_name))
-    acc = None
-  totals = None
-  batches = pipeline.eval_batches(exp.config, split)
-  for batch in tqdm(batches, desc="eval", disable=not progress, leave=False):
-    if not per_example:
-      sums = exp.eval_step(state, exp.engine.put_batch(batch))
-    else:
-      sums, examples = step(state, exp.engine.put_batch(batch))
-      if exp.engine.axis_name is None:  # jit: replicated global batch
-        examples = exp.engine.fetch(examples)
-      else:  # pmap: [devices, per-device batch, ...] -> [batch, ...]
-        examples = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]),
-                                jax.device_get(examples))
-      if acc is None:
-        acc = exp.task.eval_init(batch["image"].shape[1:3])
-      acc = exp.task.eval_update(acc, examples)
+  totals, acc = None, None
+  for batch in tqdm(exp.eval_batches(split), desc="eval", disable=not progress, leave=False):
+    sums, examples = exp.eval_step(state, exp.engine.put_batch(batch))
+    if acc is None:
+      acc = exp.task.eval_init(batch["image"].shape[1:3])
+    acc = exp.task.eval_update(acc, exp.engine.fetch_examples(examples))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  sums = exp.engine.fetch(totals)
-  return exp.task.summarize(sums, acc) if per_example else exp.task.summarize(sums)
+  return exp.task.summarize(exp.engine.fetch(totals), acc)
 
 
 class _Preemption:
@@ -250,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = reporting.MetricWriter(workdir, enabled=main)
   total = config.num_train_steps
   batches: Iterator = parallel.prefetch_to_device(
-      pipeline.train_dataset(config, start_step=start).as_numpy_iterator(),
+      exp.train_dataset(start_step=start).as_numpy_iterator(),
       exp.engine.put_batch)
   eval_metrics: dict[str, Any] | None = None
   window, t_window = [], time.time()
@@ -304,28 +305,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return {"preempted_at_step": step}
   if main:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-      json.dump(reporting._jsonable({"step": final_step, **eval_metrics}), f, indent=2)
+      json.dump(reporting.jsonable({"step": final_step, **eval_metrics}), f, indent=2)
     _visualize(exp, state, workdir)
   return eval_metrics
 
 
 def _visualize(exp: Experiment, state: Any, workdir: str) -> None:
-  """Learning curves and prediction images (best effort; never fails a run)."""
-  from visionjax.viz import curves, predictions
+  """Learning curves and the task's picture of some eval predictions."""
+  from visionjax.viz import curves
   curves.plot_learning_curves(reporting.read_metrics(workdir),
                               os.path.join(workdir, "learning_curves.png"))
   n = exp.config.num_visualizations
   if n <= 0:
     return
-  batch = next(pipeline.eval_batches(exp.config))
+  batch = next(exp.eval_batches())
   host_state = parallel.host_copy(exp.engine.to_checkpoint(state))
-  model = exp.model.clone(axis_name=None) if hasattr(exp.model, "axis_name") else exp.model
-  outputs = jax.jit(functools.partial(steps.predict_step, model=model))(
+  model = parallel.clone_for_axis(exp.model, None)  # one device, no collectives
+  predictions = jax.jit(functools.partial(steps.predict_step, model=model, task=exp.task))(
       host_state, batch["image"][:n])
-  if hasattr(exp.task, "postprocess"):  # detection: boxes after NMS, one jitted program
-    outputs = jax.jit(exp.task.postprocess)(outputs)
-  names = adapters.class_names(exp.config.dataset, exp.config.task)
   dc = exp.config.dataset
   images = np.clip(batch["image"][:n] * np.asarray(dc.std) + np.asarray(dc.mean), 0, 1)
-  predictions.save(exp.config.task, images, batch, jax.device_get(outputs), names,
-                   os.path.join(workdir, "predictions.png"))
+  exp.task.visualize(images, batch, jax.device_get(predictions), exp.class_names,
+                     os.path.join(workdir, "predictions.png"))

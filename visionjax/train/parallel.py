@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 ENGINES = ("jit", "pmap")
 
 
-def _clone_for_axis(model: nn.Module, axis_name: str | None) -> nn.Module:
+def clone_for_axis(model: nn.Module, axis_name: str | None) -> nn.Module:
   """The model with its BatchNorm ``axis_name`` set, if it has that field."""
   fields = {f.name for f in dataclasses.fields(model)}
   return model.clone(axis_name=axis_name) if "axis_name" in fields else model
@@ -47,7 +47,7 @@ class JitEngine:
     return len(self.devices)
 
   def model_for(self, model: nn.Module) -> nn.Module:
-    return _clone_for_axis(model, None)
+    return clone_for_axis(model, None)
 
   def create_state(self, init_fn: Callable[[jax.Array], Any], rng: jax.Array) -> Any:
     """Runs ``init_fn`` so its outputs are born replicated on the mesh."""
@@ -80,6 +80,10 @@ class JitEngine:
   def fetch(self, tree: Any) -> Any:
     return host_copy(tree)
 
+  def fetch_examples(self, tree: Any) -> Any:
+    """Per-example outputs of a step (global batch, replicated) as NumPy."""
+    return host_copy(tree)
+
 
 class PmapEngine:
   """``jax.pmap`` over this host's devices, ``axis_name='batch'``."""
@@ -98,7 +102,7 @@ class PmapEngine:
     return len(self.devices) * jax.process_count()
 
   def model_for(self, model: nn.Module) -> nn.Module:
-    return _clone_for_axis(model, self.axis_name)
+    return clone_for_axis(model, self.axis_name)
 
   def create_state(self, init_fn: Callable, rng: jax.Array) -> Any:
     return self.from_checkpoint(jax.jit(init_fn)(rng))
@@ -138,6 +142,11 @@ class PmapEngine:
 
   def fetch(self, tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x[0]), jax.device_get(tree))
+
+  def fetch_examples(self, tree: Any) -> Any:
+    """Per-example outputs [devices, per-device batch, ...] -> [batch, ...]."""
+    return jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]),
+                        jax.device_get(tree))
 
 
 def host_copy(tree: Any) -> Any:

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
   if isinstance(v, (np.ndarray, np.generic)):
     v = v.tolist()
   if isinstance(v, float) and not math.isfinite(v):
     return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
   if isinstance(v, (list, tuple)):
-    return [_jsonable(x) for x in v]
+    return [jsonable(x) for x in v]
   return v
 
 
@@ -41,7 +41,7 @@ class MetricWriter:
     if not self.enabled:
       return
     record = {"step": int(step), "split": split, "time": time.time(),
-              **{k: _jsonable(v) for k, v in metrics.items()}}
+              **{k: jsonable(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     import tensorflow as tf

@@ -30,7 +30,8 @@ def _psum(x, axis_name):
   return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
-def _variables(params, batch_stats) -> dict:
+def model_variables(params, batch_stats) -> dict:
+  """The variables dict ``model.apply`` takes (``batch_stats`` when the model has any)."""
   return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
 
@@ -50,7 +51,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   has_bn = bool(state.batch_stats)
 
   def loss_fn(params):
-    out = model.apply(_variables(params, state.batch_stats), batch["image"], train=True,
+    out = model.apply(model_variables(params, state.batch_stats), batch["image"], train=True,
                       rngs={"dropout": rng}, mutable=["batch_stats"] if has_bn else False)
     outputs, new_vars = out if has_bn else (out, {})
     loss_sum, count = task.loss(outputs, batch)
@@ -76,14 +77,22 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
 
 
 def eval_step(state: TrainState, batch: dict, *, model: nn.Module, task: Any,
-              channels: int, axis_name: str | None = None) -> dict[str, jax.Array]:
-  """The task's evaluation sums on ``batch`` (``batch['valid']`` masks padding)."""
+              channels: int, axis_name: str | None = None
+              ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+  """``(sums, examples)`` on ``batch`` (``batch['valid']`` masks padding).
+
+  ``sums``: the task's evaluation sums, ``psum``-ed over ``axis_name``.
+  ``examples``: its per-example outputs (``task.eval_examples``; ``{}`` for
+  tasks whose metrics are all sums), per device, not summed: the engine
+  gathers them (``engine.fetch_examples``).
+  """
   task.validate(batch, channels)
-  outputs = model.apply(_variables(state.params, state.batch_stats), batch["image"],
+  outputs = model.apply(model_variables(state.params, state.batch_stats), batch["image"],
                         train=False)
-  return _psum(task.eval_sums(outputs, batch), axis_name)
+  return _psum(task.eval_sums(outputs, batch), axis_name), task.eval_examples(outputs, batch)
 
 
-def predict_step(state: TrainState, images: jax.Array, *, model: nn.Module) -> Any:
-  """Model outputs in inference mode (for visualization and export)."""
-  return model.apply(_variables(state.params, state.batch_stats), images, train=False)
+def predict_step(state: TrainState, images: jax.Array, *, model: nn.Module, task: Any) -> Any:
+  """The task's predictions (post-processed model outputs, inference mode)."""
+  return task.postprocess(
+      model.apply(model_variables(state.params, state.batch_stats), images, train=False))

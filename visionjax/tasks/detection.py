@@ -1,9 +1,8 @@
-"""`DetectionTask`: SSD training and evaluation through the training spine.
+"""Object detection, SSD-style (Liu et al. 2016), through the training spine.
 
 Model outputs (see :mod:`visionjax.models.ssd`): ``logits`` [B, A, K+1],
-``offsets`` [B, A, 4], ``anchors`` [A, 4]. Batches (see
-:mod:`visionjax.data.pipeline`): ``image`` [B, H, W, C], ``boxes`` [B, G, 4]
-normalized (ymin, xmin, ymax, xmax), ``box_labels`` int [B, G],
+``offsets`` [B, A, 4], ``anchors`` [A, 4]. Batches: ``image`` [B, H, W, C],
+``boxes`` [B, G, 4] normalized xyxy, ``box_labels`` int [B, G],
 ``box_valid`` bool [B, G], optional ``box_difficult`` bool [B, G] and
 ``valid`` bool [B] (evaluation padding).
 
@@ -19,32 +18,27 @@ host into the VOC/COCO evaluators (``eval_init`` / ``eval_update`` /
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Sequence
+import os
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from visionjax.data import transforms
 from visionjax.detection import evaluation
 from visionjax.detection.coding import SSD_VARIANCES
 from visionjax.detection.matching import ssd_targets
 from visionjax.detection.multibox import multibox_loss
 from visionjax.detection.postprocessing import Detections, batch_postprocess
+from visionjax.tasks import base
 
 Batch = Mapping[str, Any]
-
-
-def _check(cond: bool, msg: str) -> None:
-  if not cond:
-    raise ValueError(msg)
-
-
-def yxyx_to_xyxy(boxes):
-  """(ymin, xmin, ymax, xmax) -> (x1, y1, x2, y2), any leading shape."""
-  return jnp.asarray(boxes)[..., jnp.array([1, 0, 3, 2])]
+_check = base.check
 
 
 @dataclasses.dataclass(frozen=True)
-class DetectionTask:
+class DetectionTask(base.Task):
   """SSD-style detection (Liu et al. 2016).
 
   num_classes:      foreground classes K (the model predicts K + 1 scores).
@@ -57,7 +51,11 @@ class DetectionTask:
   score_threshold, nms_iou, pre_nms_top_k, max_detections: post-processing
                     (0.01, 0.45, 400, 200; see detection.postprocessing).
   eval_iou:         VOC AP IoU threshold (0.5).
+  max_boxes:        boxes per image in a batch (padded, ``box_valid`` marks
+                    the real ones; more are truncated).
   """
+  name: ClassVar[str] = "detection"
+  annotation: ClassVar[str] = "boxes"
   num_classes: int
   match_iou: float = 0.5
   neg_pos_ratio: float = 3.0
@@ -69,13 +67,17 @@ class DetectionTask:
   pre_nms_top_k: int = 400
   max_detections: int = 200
   eval_iou: float = 0.5
-  name: str = "detection"
+  max_boxes: int = 50
 
   def __post_init__(self):
     object.__setattr__(self, "variances", tuple(float(v) for v in self.variances))
     _check(self.num_classes >= 1, f"num_classes={self.num_classes}; expected >= 1")
     _check(0 < self.match_iou <= 1, f"match_iou={self.match_iou}; expected in (0, 1]")
     _check(len(self.variances) == 4, f"variances={self.variances}; expected 4 values")
+    _check(self.max_boxes >= 1, f"max_boxes={self.max_boxes}; expected >= 1")
+
+  def targets(self, example):
+    return transforms.pad_boxes(example, self.max_boxes)
 
   # ----------------------------------------------------------------- checks
   def validate(self, batch: Batch, channels: int) -> None:
@@ -109,18 +111,18 @@ class DetectionTask:
            f"the task has num_classes={self.num_classes}")
 
   # --------------------------------------------------------------- training
-  def targets(self, outputs, batch):
+  def anchor_targets(self, outputs, batch):
     """Per-image :class:`~visionjax.detection.matching.Targets`, vmapped: [B, A, ...]."""
     gt_valid = batch["box_valid"].astype(bool)
     if not self.train_difficult and "box_difficult" in batch:
       gt_valid = gt_valid & ~batch["box_difficult"].astype(bool)
     fn = lambda b, l, v: ssd_targets(b, l, v, outputs["anchors"], iou_threshold=self.match_iou,
                                      variances=self.variances)
-    return jax.vmap(fn)(yxyx_to_xyxy(batch["boxes"]), batch["box_labels"], gt_valid)
+    return jax.vmap(fn)(batch["boxes"], batch["box_labels"], gt_valid)
 
   def _loss_parts(self, outputs, batch):
     self._check_outputs(outputs)
-    t = self.targets(outputs, batch)
+    t = self.anchor_targets(outputs, batch)
     total, num_pos, parts = multibox_loss(
         outputs["logits"], outputs["offsets"], t.labels, t.offsets, loc_weight=self.loc_weight,
         neg_pos_ratio=self.neg_pos_ratio, where=batch.get("valid"))
@@ -167,7 +169,7 @@ class DetectionTask:
     b = batch["boxes"].shape[0]
     difficult = batch.get("box_difficult", jnp.zeros(batch["box_valid"].shape, bool))
     return {"dt_boxes": d.boxes, "dt_scores": d.scores, "dt_classes": d.classes,
-            "dt_valid": d.valid, "gt_boxes": yxyx_to_xyxy(batch["boxes"]),
+            "dt_valid": d.valid, "gt_boxes": batch["boxes"],
             "gt_labels": batch["box_labels"], "gt_valid": batch["box_valid"].astype(bool),
             "gt_difficult": difficult.astype(bool),
             "valid": batch.get("valid", jnp.ones((b,), bool)).astype(bool)}
@@ -186,19 +188,13 @@ class DetectionTask:
       out.update(evaluation.compute(state))
     return out
 
-
-def example_eval_step(state, batch, *, model, task, channels: int,
-                      axis_name: Optional[str] = None):
-  """Like :func:`visionjax.train.steps.eval_step`, plus per-image outputs.
-
-  Returns ``(sums, examples)``: the task's ``eval_sums`` (``psum``-ed over
-  ``axis_name``) and its ``eval_examples`` (per device, not summed).
-  """
-  from visionjax.train.steps import _variables
-  task.validate(batch, channels)
-  outputs = model.apply(_variables(state.params, state.batch_stats), batch["image"],
-                        train=False)
-  sums = task.eval_sums(outputs, batch)
-  if axis_name is not None:
-    sums = jax.lax.psum(sums, axis_name)
-  return sums, task.eval_examples(outputs, batch)
+  def visualize(self, images, batch, predictions, class_names, path):
+    """Detections after NMS (solid, with scores) over dashed ground truth;
+    one PNG per image in ``<dir of path>/detections``."""
+    from visionjax.viz import boxes as box_viz
+    n = len(images)
+    box_viz.save_detections(
+        images, np.asarray(predictions.boxes), np.asarray(predictions.scores),
+        np.asarray(predictions.classes), np.asarray(predictions.valid), class_names, path,
+        gt_boxes=np.asarray(batch["boxes"][:n]), gt_valid=np.asarray(batch["box_valid"][:n]),
+        per_image_dir=os.path.join(os.path.dirname(path), "detections"))

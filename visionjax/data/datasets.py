@@ -1,4 +1,4 @@
-"""Per-dataset adapters: TFDS features -> the canonical example layout.
+"""Dataset registry: TFDS features -> the canonical example layout.
 
 Canonical example (all tensors; keys present as the dataset provides them):
   image       uint8 [H, W, 3]
@@ -9,7 +9,9 @@ Canonical example (all tensors; keys present as the dataset provides them):
   box_difficult bool [N]      (VOC) excluded from evaluation
 
 Each dataset family (the TFDS name before ``/``) registers a `DatasetAdapter`
-in `DATASETS`; an unknown name raises an error listing the known ones.
+in `DATASETS`, saying which annotation kinds it has (``label``, ``mask``,
+``boxes``) and their classes; a task (`visionjax.tasks`) names the kind it
+trains on. An unknown name raises an error listing the known ones.
 
 Datasets (``config.dataset.name``; ``a+b`` trains on the train split of
 both configs of one family and evaluates on the first, e.g.
@@ -21,40 +23,31 @@ both configs of one family and evaluates on the first, e.g.
   voc_segmentation/{2012,2012_sbd}       `visionjax.data.voc_segmentation`
   cityscapes/semantic_segmentation       stock TFDS builder (manual download)
 
-`prepare` builds a dataset once. Archives found in the manual download folder
-(``config.dataset.manual_dir``, default ``<data_dir>/downloads/manual``) are
-used instead of downloading; a dataset that can only be downloaded by hand
-(Cityscapes), or whose download failed, raises an error naming each file, its
-source and the folder to put it in.
+Where the archives come from and how a builder is prepared from them:
+`visionjax.data.sources`.
 """
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import os
 from typing import Callable
 
 import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from visionjax.data import augment as augment_lib
+from visionjax.data.sources import SourceFile, prepare_builder
+
+ANNOTATIONS = ("label", "mask", "boxes")
 
 Example = dict[str, tf.Tensor]
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceFile:
-  """An archive a builder reads: its file name and where to get it."""
-  name: str
-  url: str
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetAdapter:
   """What the pipeline needs to know about one dataset family."""
   canonical: Callable[[dict], Example]
-  # Number of model outputs per task; tasks missing here are unsupported.
+  # Classes per annotation kind ('label', 'mask', 'boxes'); a task needs one
+  # kind (`visionjax.tasks`), and kinds missing here are not annotated.
   num_classes: dict[str, int]
   class_names: dict[str, tuple[str, ...]]
   # Builder-module import that registers a custom TFDS builder, if any.
@@ -175,26 +168,24 @@ _DIGITS = tuple(str(d) for d in range(10))
 DATASETS: dict[str, DatasetAdapter] = {
     "digit_scenes": DatasetAdapter(
         canonical=_digit_scenes,
-        num_classes={"classification": 10, "localization": 10,
-                     "detection": 10, "segmentation": 11},
-        class_names={"classification": _DIGITS, "localization": _DIGITS,
-                     "detection": _DIGITS,
-                     "segmentation": ("background",) + _DIGITS},
+        num_classes={"label": 10, "boxes": 10, "mask": 11},
+        class_names={"label": _DIGITS, "boxes": _DIGITS,
+                     "mask": ("background",) + _DIGITS},
         register=_register_digit_scenes),
     "cifar10": DatasetAdapter(
-        canonical=_cifar10, num_classes={"classification": 10},
-        class_names={"classification": CIFAR10_CLASSES}, sources=_cifar10_sources),
+        canonical=_cifar10, num_classes={"label": 10},
+        class_names={"label": CIFAR10_CLASSES}, sources=_cifar10_sources),
     "voc": DatasetAdapter(
-        canonical=_voc, num_classes={"detection": 20, "localization": 20},
-        class_names={"detection": VOC_CLASSES, "localization": VOC_CLASSES},
+        canonical=_voc, num_classes={"boxes": 20, "label": 20},
+        class_names={"boxes": VOC_CLASSES, "label": VOC_CLASSES},
         sources=_voc_sources),
     "voc_segmentation": DatasetAdapter(
-        canonical=_voc_segmentation, num_classes={"segmentation": 21},
-        class_names={"segmentation": ("background",) + VOC_CLASSES},
+        canonical=_voc_segmentation, num_classes={"mask": 21},
+        class_names={"mask": ("background",) + VOC_CLASSES},
         register=_register_voc_segmentation, sources=_voc_segmentation_sources),
     "cityscapes": DatasetAdapter(
-        canonical=_cityscapes, num_classes={"segmentation": 19},
-        class_names={"segmentation": CITYSCAPES_CLASSES},
+        canonical=_cityscapes, num_classes={"mask": 19},
+        class_names={"mask": CITYSCAPES_CLASSES},
         sources=_cityscapes_sources, manual_only=True, image_key="image_left"),
 }
 
@@ -232,131 +223,39 @@ def get_builder(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return tfds.builder(dataset_names(dc)[0], data_dir=dc.get("data_dir"))
 
 
-def _config_name(dc: ml_collections.ConfigDict) -> str | None:
-  parts = dc.name.split("/")
+
+
+def config_name(name: str) -> str | None:
+  """The builder config of a TFDS name ('voc/2007' -> '2007'), or None."""
+  parts = name.split("/")
   return parts[1] if len(parts) > 1 else None
-
-
-def manual_dir(dc: ml_collections.ConfigDict,
-               builder: tfds.core.DatasetBuilder | None = None) -> str:
-  """The folder archives are picked up from (TFDS's default unless set)."""
-  if dc.get("manual_dir"):
-    return os.path.abspath(os.path.expanduser(dc.manual_dir))
-  builder = builder or get_builder(dc)
-  # TFDS's own default (DownloadManager: <data_dir root>/downloads/manual);
-  # the root is not public API, but naming the folder in errors needs it.
-  return os.path.join(os.fspath(builder._data_dir_root), "downloads", "manual")
-
-
-def prepare_kwargs(dc: ml_collections.ConfigDict) -> dict:
-  """Arguments for `download_and_prepare`.
-
-  Manual folder as configured; no attempt to fetch a prepared copy from
-  Google Cloud Storage (offline machines would wait on it, and the result
-  must come from the archives the user has).
-  """
-  return {"download_config": tfds.download.DownloadConfig(
-      manual_dir=manual_dir(dc), try_download_gcs=False)}
-
-
-def missing_files_message(dc: ml_collections.ConfigDict, folder: str,
-                          files: tuple[SourceFile, ...]) -> str:
-  lines = [f"dataset {dc.name!r} needs these files in {folder} (set "
-           "config.dataset.manual_dir to use another folder); put them there "
-           "as downloaded, without unpacking:"]
-  for f in files:
-    state = "present" if os.path.exists(os.path.join(folder, f.name)) else "MISSING"
-    lines.append(f"  {f.name}  [{state}]  from {f.url}")
-  return "\n".join(lines)
-
-
-class MissingDatasetFilesError(FileNotFoundError):
-  """Archives a dataset needs are not in its manual download folder."""
 
 
 def prepare(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """Builds every dataset of ``dc.name`` once into ``data_dir``; returns the
-  (first) builder."""
+  (first) builder, prepared."""
+  ad = adapter(dc)
+  builders = []
   for name in dataset_names(dc):
-    _prepare_one(single(dc, name))
-  return get_builder(dc)
+    one = single(dc, name)
+    builders.append(get_builder(one))
+    prepare_builder(one, builders[-1], ad.sources(config_name(name)), ad.manual_only)
+  return builders[0]
 
 
-def _prepare_one(dc: ml_collections.ConfigDict) -> None:
-  builder = get_builder(dc)
-  if builder.is_prepared():
-    return
+def num_classes(dc: ml_collections.ConfigDict, annotation: str) -> int:
+  """Classes of ``annotation`` ('label' | 'mask' | 'boxes') in this dataset."""
   ad = adapter(dc)
-  folder = manual_dir(dc, builder)
-  files = ad.sources(_config_name(dc))
-  missing = [f for f in files if not os.path.exists(os.path.join(folder, f.name))]
-  if ad.manual_only and missing:
-    raise MissingDatasetFilesError(missing_files_message(dc, folder, files))
-  try:
-    builder.download_and_prepare(**prepare_kwargs(dc))
-  except Exception as e:  # noqa: BLE001  (re-raised with instructions)
-    if not missing:
-      raise
-    raise MissingDatasetFilesError(
-        f"preparing {dc.name!r} failed ({type(e).__name__}: {e}); if the "
-        "download failed (no network?), download the files by hand.\n"
-        + missing_files_message(dc, folder, files)) from e
+  if annotation not in ad.num_classes:
+    have = sorted(ad.num_classes)
+    raise ValueError(f"dataset {dc.name!r} has no {annotation!r} annotations; it has "
+                     f"{have}")
+  return ad.num_classes[annotation]
 
 
-def canonical_fn(dc: ml_collections.ConfigDict) -> Callable[[dict], Example]:
-  return adapter(dc).canonical
-
-
-def num_classes(dc: ml_collections.ConfigDict, task: str) -> int:
-  ad = adapter(dc)
-  if task not in ad.num_classes:
-    raise ValueError(f"dataset {dc.name!r} has no labels for task {task!r}; "
-                     f"it supports {sorted(ad.num_classes)}")
-  return ad.num_classes[task]
-
-
-def class_names(dc: ml_collections.ConfigDict, task: str) -> tuple[str, ...]:
-  return adapter(dc).class_names[task]
-
-
-def _augment_entry(entry) -> tuple[str, dict]:
-  """``'name'`` or ``('name', {kwargs})`` -> (name, kwargs)."""
-  if isinstance(entry, str):
-    return entry, {}
-  if (isinstance(entry, (tuple, list)) and len(entry) == 2
-      and isinstance(entry[0], str) and hasattr(entry[1], "items")):
-    return entry[0], dict(entry[1].items())
-  raise ValueError(f"bad config.dataset.augment entry {entry!r}; expected a "
-                   "name or a (name, {option: value}) pair")
-
-
-def make_augment(config: ml_collections.ConfigDict, train: bool
-                 ) -> augment_lib.Op:
-  """The chain of augmentation ops named by ``config.dataset.augment``.
-
-  Entries are op names or ``(name, {option: value})``. Ops taking ``size``
-  default to ``config.dataset.image_size``, ops taking ``fill`` to the
-  dataset's mean pixel (so padding normalizes to zero).
-  """
-  dc = config.dataset
-  entries = [_augment_entry(e) for e in (dc.get("augment", ()) if train else ())]
-  unknown = [n for n, _ in entries if n not in augment_lib.OPS]
-  if unknown:
-    raise ValueError(f"unknown augmentation(s) {unknown}; known: "
-                     f"{sorted(augment_lib.OPS)}")
-  ops = []
-  for name, kwargs in entries:
-    factory = augment_lib.OPS[name]
-    params = inspect.signature(factory).parameters
-    if "size" in params and "size" not in kwargs and dc.get("image_size"):
-      kwargs["size"] = tuple(dc.image_size)
-    if "fill" in params and "fill" not in kwargs:
-      kwargs["fill"] = mean_pixel(dc)
-    try:
-      ops.append(factory(**kwargs))
-    except TypeError as e:
-      raise ValueError(f"bad option for augmentation {name!r}: {e}") from None
-  return augment_lib.chain(ops)
+def class_names(dc: ml_collections.ConfigDict, annotation: str) -> tuple[str, ...]:
+  num_classes(dc, annotation)  # same error for a missing annotation
+  return adapter(dc).class_names[annotation]
 
 
 def mean_pixel(dc: ml_collections.ConfigDict) -> tuple[float, float, float]:
@@ -378,17 +277,3 @@ def largest_object(boxes: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.T
   b = tf.gather(boxes, i)
   return tf.gather(labels, i), tf.stack([(b[1] + b[3]) / 2, (b[0] + b[2]) / 2,
                                          b[3] - b[1], b[2] - b[0]])
-
-
-def pad_boxes(ex: Example, max_boxes: int) -> Example:
-  """Boxes/labels padded (or truncated) to ``max_boxes`` with a valid mask."""
-  n = tf.minimum(tf.shape(ex["boxes"])[0], max_boxes)
-  pad = max_boxes - n
-  boxes = tf.pad(ex["boxes"][:n], [[0, pad], [0, 0]])
-  labels = tf.pad(tf.cast(ex["box_labels"][:n], tf.int32), [[0, pad]])
-  difficult = tf.pad(tf.cast(ex["box_difficult"][:n], tf.bool), [[0, pad]])
-  valid = tf.range(max_boxes) < n
-  return {"boxes": tf.ensure_shape(boxes, [max_boxes, 4]),
-          "box_labels": tf.ensure_shape(labels, [max_boxes]),
-          "box_difficult": tf.ensure_shape(difficult, [max_boxes]),
-          "box_valid": tf.ensure_shape(valid, [max_boxes])}

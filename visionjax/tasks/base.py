@@ -1,0 +1,144 @@
+"""The task contract: everything the training spine asks of a problem type.
+
+A task owns what is specific to one problem (as scenic's per-task model
+wrappers do): the targets it cuts from a canonical example, batch checks,
+the loss, the metrics, post-processing and the picture. The data pipeline,
+the steps, the engines and the loop call only the methods below, so a new
+task is one new file in `visionjax/tasks/` plus one line in its registry
+(`visionjax.tasks.REGISTRY`).
+
+Everything a task computes inside a step is a *sum* with its *count*, so
+data-parallel steps ``psum`` them and padded evaluation batches stay exact;
+the host divides once when reporting. Metrics that are not sums (detection
+AP) use the per-example hook: ``eval_examples`` returns padded per-image
+arrays from the jitted eval step, the loop gathers them to host and folds
+them into ``eval_update``'s state, and ``summarize(sums, state)`` reads it.
+
+Where each method runs:
+
+  in tf.data (graph mode)  targets(example) -> batch fields besides 'image'
+  at trace time            validate(batch, channels)
+  inside jit               loss, train_sums, eval_sums, eval_examples, postprocess
+  on host                  summarize_train, eval_init, eval_update, summarize,
+                           visualize
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Batch = Mapping[str, Any]
+
+
+def check(cond: bool, msg: str) -> None:
+  """Raises ``ValueError(msg)`` unless ``cond``."""
+  if not cond:
+    raise ValueError(msg)
+
+
+def validate_image(batch: Batch, channels: int) -> None:
+  """``batch['image']``: float [B, H, W, channels]."""
+  check("image" in batch, f"batch has no 'image'; keys are {sorted(batch)}")
+  img = batch["image"]
+  check(img.ndim == 4, f"batch['image'] has shape {tuple(img.shape)} (rank "
+        f"{img.ndim}); expected rank 4 [batch, height, width, {channels}]")
+  check(jnp.issubdtype(img.dtype, jnp.floating),
+        f"batch['image'] has dtype {img.dtype}; expected a float dtype "
+        "(normalized pixels), e.g. float32")
+  check(img.shape[-1] == channels, f"batch['image'] has {img.shape[-1]} "
+        f"channels (shape {tuple(img.shape)}); the model expects {channels}")
+
+
+def validate_int_field(batch: Batch, key: str, shape: tuple[int, ...]) -> None:
+  """``batch[key]``: an integer array of ``shape``."""
+  check(key in batch, f"batch has no {key!r}; keys are {sorted(batch)}")
+  x = batch[key]
+  check(tuple(x.shape) == shape,
+        f"batch[{key!r}] has shape {tuple(x.shape)}; expected {shape}")
+  check(jnp.issubdtype(x.dtype, jnp.integer),
+        f"batch[{key!r}] has dtype {x.dtype}; expected an integer dtype")
+
+
+def valid_mask(batch: Batch) -> jax.Array | None:
+  """``batch['valid']`` [B] (False on evaluation padding), if present."""
+  return batch.get("valid")
+
+
+class Task(abc.ABC):
+  """Base class of every task; subclasses are frozen dataclasses.
+
+  Class attributes:
+    name:        the registry name (``config.task``).
+    annotation:  the dataset annotation it trains on: 'label', 'mask' or
+                 'boxes' (`visionjax.data.datasets`); the class count and
+                 class names come from it.
+    dense:       per-pixel targets: fixed-size fitting keeps the aspect
+                 ratio and pads (never enlarges), so every labelled pixel is
+                 scored once; other tasks stretch to ``image_size``.
+  """
+  name: ClassVar[str]
+  annotation: ClassVar[str]
+  dense: ClassVar[bool] = False
+  num_classes: int
+
+  # ------------------------------------------------------------ input side
+  @abc.abstractmethod
+  def targets(self, example: dict) -> dict:
+    """Canonical example (TF tensors, after augmentation) -> target fields."""
+
+  @abc.abstractmethod
+  def validate(self, batch: Batch, channels: int) -> None:
+    """Raises ValueError naming what is wrong with ``batch`` (shapes, dtypes)."""
+
+  # -------------------------------------------------------------- training
+  @abc.abstractmethod
+  def loss(self, outputs: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """``(loss_sum, count)``; the step divides the psum of each."""
+
+  @abc.abstractmethod
+  def train_sums(self, outputs: Any, batch: Batch) -> dict[str, jax.Array]:
+    """A few cheap training metrics, as sums."""
+
+  @abc.abstractmethod
+  def summarize_train(self, sums: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Training sums (added over a log window) -> reported numbers."""
+
+  # ------------------------------------------------------------ evaluation
+  @abc.abstractmethod
+  def eval_sums(self, outputs: Any, batch: Batch) -> dict[str, jax.Array]:
+    """Sums added over the evaluation set (``batch['valid']`` masks padding)."""
+
+  def eval_examples(self, outputs: Any, batch: Batch) -> dict[str, jax.Array]:
+    """Per-example padded outputs for metrics that are not sums; ``{}``: none."""
+    del outputs, batch
+    return {}
+
+  def eval_init(self, image_size: Sequence[int]) -> Any:
+    """Host-side accumulator of ``eval_examples`` (None when unused)."""
+    del image_size
+    return None
+
+  def eval_update(self, state: Any, examples: Mapping[str, np.ndarray]) -> Any:
+    """Folds one batch of gathered ``eval_examples`` into ``state``."""
+    del examples
+    return state
+
+  @abc.abstractmethod
+  def summarize(self, sums: Mapping[str, np.ndarray], state: Any = None
+                ) -> dict[str, Any]:
+    """Evaluation sums (and ``eval_init``/``eval_update`` state) -> metrics."""
+
+  # ----------------------------------------------------------- predictions
+  def postprocess(self, outputs: Any) -> Any:
+    """Model outputs -> predictions (jittable; detection: NMS)."""
+    return outputs
+
+  @abc.abstractmethod
+  def visualize(self, images: np.ndarray, batch: Mapping[str, np.ndarray],
+                predictions: Any, class_names: Sequence[str], path: str) -> None:
+    """Writes the task's picture of ``predictions`` on ``images`` [N, H, W, 3]
+    in [0, 1] (``batch`` holds the ground truth) to ``path``."""

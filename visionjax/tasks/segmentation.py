@@ -1,0 +1,101 @@
+"""Semantic segmentation: per-pixel softmax classification with an ignore label."""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+
+from visionjax import losses
+from visionjax.metrics import segmentation as seg_metrics
+from visionjax.tasks import base
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationTask(base.Task):
+  """Per-pixel classes: ``mask`` int [B, H, W] (``ignore_index`` = unlabelled);
+  model outputs logits [B, H, W, K].
+
+  ``foreground_weight`` > 1 up-weights the cross-entropy of every class but
+  0 (background); the mean still divides by the pixel count, so the loss
+  stays a (sum, count) pair that adds up exactly across devices.
+
+  ``dice_weight`` > 0 adds ``dice_weight`` x the per-image soft Dice loss
+  (smooth 1, averaged over the classes): every class, however few its
+  pixels, then pulls equally. The Dice term of each image enters the sum
+  multiplied by the image's pixel count H*W, so with no ignored pixels the
+  (sum, count) mean is exactly ``mean CE + dice_weight * mean Dice`` and still
+  adds up across devices; images with ignored pixels weigh their Dice term by
+  H*W / counted pixels.
+
+  Metrics: the Cityscapes-script scores of the merged confusion matrix
+  (mIoU, per-class IoU, pixel accuracy, Dice) and the loss.
+  """
+  name: ClassVar[str] = "segmentation"
+  annotation: ClassVar[str] = "mask"
+  dense: ClassVar[bool] = True
+  num_classes: int
+  ignore_index: int = 255
+  label_smoothing: float = 0.0
+  foreground_weight: float = 1.0
+  dice_weight: float = 0.0
+
+  def targets(self, example):
+    return {"mask": tf.cast(example["mask"], tf.int32)}
+
+  def validate(self, batch, channels):
+    base.validate_image(batch, channels)
+    base.validate_int_field(batch, "mask", tuple(batch["image"].shape[:3]))
+
+  def loss(self, outputs, batch):
+    weights = None
+    if self.foreground_weight != 1.0:
+      weights = jnp.full((self.num_classes,), self.foreground_weight).at[0].set(1.0)
+    valid = base.valid_mask(batch)
+    loss_sum, count = losses.softmax_cross_entropy(
+        outputs, batch["mask"], ignore_index=self.ignore_index,
+        label_smoothing=self.label_smoothing, weights=weights, where=valid,
+        reduction="sum_and_count")
+    if self.dice_weight:
+      per_class = losses.soft_dice_loss(
+          outputs, batch["mask"], smooth=1.0, ignore_index=self.ignore_index,
+          per_sample=True, where=valid, reduction="none")  # [B, C]
+      per_image = jnp.mean(per_class, axis=-1)  # padded images score 0
+      pixels = batch["mask"].shape[1] * batch["mask"].shape[2]
+      loss_sum = loss_sum + self.dice_weight * pixels * jnp.sum(per_image)
+    return loss_sum, count
+
+  def train_sums(self, outputs, batch):
+    preds = jnp.argmax(outputs, -1)
+    mask = batch["mask"]
+    counted = mask != self.ignore_index
+    if base.valid_mask(batch) is not None:
+      counted &= base.valid_mask(batch)[:, None, None]
+    return {"correct": jnp.sum((preds == mask) & counted), "count": jnp.sum(counted)}
+
+  def summarize_train(self, sums):
+    return {"pixel_accuracy": float(sums["correct"]) / max(float(sums["count"]), 1.0)}
+
+  def eval_sums(self, outputs, batch):
+    loss_sum, count = self.loss(outputs, batch)
+    cm = seg_metrics.confusion_matrix(batch["mask"], jnp.argmax(outputs, -1),
+                                      self.num_classes, ignore_index=self.ignore_index,
+                                      mask=base.valid_mask(batch))
+    return {"loss_sum": loss_sum, "count": count, "confusion": cm}
+
+  def summarize(self, sums, state=None):
+    del state
+    scores = seg_metrics.segmentation_scores(sums["confusion"])
+    out = {k: v for k, v in scores.items() if np.isscalar(v)}
+    out["iou_per_class"] = [None if np.isnan(x) else float(x)
+                            for x in scores["iou_per_class"]]
+    out["loss"] = float(sums["loss_sum"]) / max(float(sums["count"]), 1.0)
+    return out
+
+  def visualize(self, images, batch, predictions, class_names, path):
+    from visionjax.viz import predictions as pred_viz
+    n = len(images)
+    pred_viz.save_segmentation(images, batch["mask"][:n], np.asarray(predictions),
+                               class_names, path)
