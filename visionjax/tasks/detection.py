@@ -81,11 +81,8 @@ class DetectionTask(base.Task):
 
   # ----------------------------------------------------------------- checks
   def validate(self, batch: Batch, channels: int) -> None:
-    _check("image" in batch, f"batch has no 'image'; keys are {sorted(batch)}")
+    base.validate_image(batch, channels)
     img = batch["image"]
-    _check(img.ndim == 4 and img.shape[-1] == channels,
-           f"batch['image'] has shape {tuple(img.shape)}; expected [batch, height, width, "
-           f"{channels}]")
     for key in ("boxes", "box_labels", "box_valid"):
       _check(key in batch, f"batch has no {key!r} (detection batches need boxes, box_labels, "
              f"box_valid); keys are {sorted(batch)}")
