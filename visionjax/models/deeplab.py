@@ -11,6 +11,17 @@ upsampling to the input resolution.
 
 Without torchvision's optional auxiliary FCN head, DeepLabV3-ResNet-50 has
 torchvision's 42,004,074 parameters minus that head's 2,365,205.
+
+Sizes: by default the input is padded at the bottom/right to a multiple of
+the output stride, the logits are upsampled to the padded size and cropped,
+so every logit pixel sits on the same grid as in a divisible image.
+`pad_input=False` is torchvision's form instead: no padding, the
+ceil(H/os)×ceil(W/os) logits are resized straight to H×W. The two are equal
+when H and W are multiples of the output stride (and of 32 for the stem's
+pools to agree) and differ slightly elsewhere. torchvision's
+`deeplabv3_resnet50/101` are output stride 8 (`output_stride=8`), with
+`pad_input=False`; visionjax.weights returns those overrides with the
+converted weights.
 """
 from __future__ import annotations
 
@@ -63,6 +74,7 @@ class DeepLabV3(ZooModule):
   aspp_features: int = 256
   dropout_rate: float = 0.5
   act: Callable = nn.relu
+  pad_input: bool = True  # False: torchvision's resize (module docstring).
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -76,7 +88,7 @@ class DeepLabV3(ZooModule):
     rates = self.atrous_rates or tuple(
         r * 16 // self.output_stride for r in (6, 12, 18))
     x, (h, w) = pad_to_multiple(images.astype(self.dtype),
-                                self.output_stride)
+                                self.output_stride if self.pad_input else 1)
     enc = build_encoder(self.encoder, self.encoder_kwargs,
                         output_stride=self.output_stride,
                         axis_name=self.axis_name, dtype=self.dtype,

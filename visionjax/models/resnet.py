@@ -14,6 +14,11 @@ with 11,173,962 parameters at 10 classes).
 dilation (DeepLab's atrous ResNet; torchvision's
 `replace_stride_with_dilation`): the first block of a dilated stage keeps the
 previous dilation, the rest use the new one.
+
+`stride_in_1x1=True` moves a bottleneck's stride to its first 1×1
+convolution: the original ResNet v1 of He et al. and Caffe, which Keras'
+`keras.applications.ResNet50` follows (same parameters, other function;
+visionjax.weights.keras needs it to port those weights).
 """
 from __future__ import annotations
 
@@ -56,6 +61,7 @@ class ResidualBlock(ZooModule):
   dilation: int = 1
   norm: Optional[ModuleDef] = None
   act: Callable = nn.relu
+  stride_in_1x1: bool = False  # ResNet v1 (Keras) instead of v1.5.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -69,8 +75,9 @@ class ResidualBlock(ZooModule):
                 norm_scale_init=zero, name="conv2", **kw)(y)
     else:
       out_ch = 4 * self.width
-      y = _conv(self.width, 1, act=self.act, name="conv1", **kw)(x)
-      y = _conv(self.width, 3, self.stride, self.dilation, act=self.act,
+      s1, s3 = (self.stride, 1) if self.stride_in_1x1 else (1, self.stride)
+      y = _conv(self.width, 1, s1, act=self.act, name="conv1", **kw)(x)
+      y = _conv(self.width, 3, s3, self.dilation, act=self.act,
                 name="conv2", **kw)(y)
       y = _conv(out_ch, 1, act=None, norm_scale_init=zero, name="conv3",
                 **kw)(y)
@@ -94,6 +101,7 @@ class ResNetEncoder(ZooModule):
   stem_width: int = 64
   output_stride: int = 32
   act: Callable = nn.relu
+  stride_in_1x1: bool = False  # see the module docstring.
 
   def _plan(self) -> Tuple[int, list]:
     """Stem stride and per stage (stride, first dilation, dilation)."""
@@ -137,7 +145,7 @@ class ResNetEncoder(ZooModule):
       x = _conv(self.stem_width, 3, 1, act=self.act, name="stem", **kw)(x)
       feats = {"stem": x}
     block = functools.partial(ResidualBlock, block=self.block, act=self.act,
-                              **kw)
+                              stride_in_1x1=self.stride_in_1x1, **kw)
     for i, (n, (stride, first_dil, dil, _)) in enumerate(
         zip(self.stage_sizes, plan)):
       for j in range(n):
@@ -157,11 +165,13 @@ class ResNet(ZooModule):
   stem: str = "imagenet"
   stem_width: int = 64
   act: Callable = nn.relu
+  stride_in_1x1: bool = False  # see the module docstring.
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     feats = ResNetEncoder(self.stage_sizes, self.block, self.widths,
                           self.stem, self.stem_width, act=self.act,
+                          stride_in_1x1=self.stride_in_1x1,
                           axis_name=self.axis_name, dtype=self.dtype,
                           param_dtype=self.param_dtype,
                           name="encoder")(images, train)

@@ -28,6 +28,17 @@ Registered models:
                   3 BatchNorm extras at 300×300, the SSD300 default boxes.
   ssd_lite        a small ResNet (3 stages, widths 32/64/128) for the 64×64
                   digit scenes: maps 8×8 and 4×4, 6 boxes per cell (480).
+  ssd300_vgg16_tv torchvision's `ssd300_vgg16`: the same network as
+                  ssd300_vgg16 with torchvision's default boxes
+                  (`TORCHVISION_SSD300_SPECS`: scales 0.07, 0.15, 0.33 ..
+                  1.05, steps 8 .. 300, widths/heights capped at 1 as its
+                  DefaultBoxGenerator(clip=True) does), for ported weights.
+                  torchvision counts the background in its num_classes (91
+                  on COCO = 90 here) and normalises inside the model (0-255
+                  pixels minus mean·255, std 1; visionjax.weights returns
+                  that as the preprocessing). Its pool1/2/4 are floor mode,
+                  pool3 ceil: identical to these ceil pools at 300×300, the
+                  only size torchvision feeds (it resizes every image).
 """
 from __future__ import annotations
 
@@ -37,6 +48,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from visionjax.detection import anchors as anchor_lib
 from visionjax.models.backbones import SMOKE_ENCODER, build_encoder
@@ -57,6 +69,15 @@ RESNET300_EXTRAS: Tuple[Extra, ...] = ((128, 256, 3, 2, 1), (128, 256, 3, 1, 0),
 # width/height 0.46-1.0): sizes 0.2-0.3 on the 8×8 map, 0.35-0.5 on 4×4.
 LITE_SPECS = (anchor_lib.AnchorSpec(0.2, 0.3, (2.0, 1.5)),
               anchor_lib.AnchorSpec(0.35, 0.5, (2.0, 1.5)))
+
+# torchvision's ssd300_vgg16 DefaultBoxGenerator: s_k from its scales list,
+# s'_k = sqrt(s_k · s_{k+1}), centres every steps[k] of 300 pixels.
+_TV_SCALES = (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05)
+_TV_STEPS = (8, 16, 32, 64, 100, 300)
+_TV_RATIOS = ((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0,), (2.0,))
+TORCHVISION_SSD300_SPECS = tuple(
+    anchor_lib.AnchorSpec(_TV_SCALES[k], _TV_SCALES[k + 1], _TV_RATIOS[k],
+                          _TV_STEPS[k] / 300) for k in range(6))
 
 
 class L2Norm(nn.Module):
@@ -82,6 +103,9 @@ class SSD(nn.Module):
 
   anchor_specs: one `AnchorSpec` per source (backbone sources first, then
     extras); None uses the paper's scales (0.2 .. 0.9, ratios 2 and 3).
+  clip_anchors: clip the default boxes' corners to the image.
+  clamp_anchor_sizes: cap default-box widths/heights at 1 and leave the
+    centres alone (torchvision's clip); a box can still reach outside.
   extra_norm: BatchNorm in the extra layers (for BatchNorm backbones).
   """
   num_classes: int = 20
@@ -92,6 +116,7 @@ class SSD(nn.Module):
   extras: Sequence[Extra] = SSD300_EXTRAS
   anchor_specs: Optional[Sequence[anchor_lib.AnchorSpec]] = None
   clip_anchors: bool = False
+  clamp_anchor_sizes: bool = False
   extra_norm: bool = False
   act: Callable = nn.relu
   axis_name: Optional[str] = None
@@ -152,6 +177,9 @@ class SSD(nn.Module):
                     .reshape(b, -1, self.num_classes + 1))
     boxes = anchor_lib.default_boxes([m.shape[1:3] for m in maps], specs,
                                      clip=self.clip_anchors)
+    if self.clamp_anchor_sizes:  # NumPy at trace time, like the boxes.
+      boxes = np.concatenate([boxes[:, :2], np.minimum(boxes[:, 2:], 1.0)],
+                             -1)
     return {"logits": jnp.concatenate(logits, 1).astype(jnp.float32),
             "offsets": jnp.concatenate(offsets, 1).astype(jnp.float32),
             "anchors": jnp.asarray(boxes)}
@@ -165,6 +193,13 @@ REGISTRY: Dict[str, ModelSpec] = {
     "ssd300_vgg16": ModelSpec(
         functools.partial(SSD, encoder="vgg16", encoder_kwargs=frozen(ssd=True),
                           anchor_specs=anchor_lib.ssd300_specs()),
+        "detection", input_size=(300, 300),
+        smoke=frozen(encoder_kwargs=_VGG_SMOKE, extras=_SMOKE_EXTRAS,
+                     anchor_specs=None), smoke_size=(96, 96)),
+    "ssd300_vgg16_tv": ModelSpec(
+        functools.partial(SSD, encoder="vgg16", encoder_kwargs=frozen(ssd=True),
+                          anchor_specs=TORCHVISION_SSD300_SPECS,
+                          clamp_anchor_sizes=True),
         "detection", input_size=(300, 300),
         smoke=frozen(encoder_kwargs=_VGG_SMOKE, extras=_SMOKE_EXTRAS,
                      anchor_specs=None), smoke_size=(96, 96)),

@@ -7,6 +7,10 @@ equal torchvision's (VGG-16: 138,357,544; VGG-16-BN: 138,365,992).
 
 Pools are ceil-mode 2×2/2 (identical to the paper's pools for even sizes),
 so the feature of stride s of an H×W image is ceil(H/s)×ceil(W/s).
+`ceil_mode=False` pools in floor mode as torchvision's and Keras' VGGs do
+(floor(H/s) rows; the last row/column of an odd-sized map is dropped): the
+two agree exactly when H and W are multiples of 32 and differ elsewhere, so
+ported weights use `ceil_mode=False` (visionjax.weights sets it).
 
 SSD (Liu et al. 2016) uses this backbone with `ssd=True`: pool5 becomes
 3×3 stride 1 (padding 1), followed by the dilated fc6 (3×3, dilation 6,
@@ -50,6 +54,7 @@ class VGGEncoder(ZooModule):
   ssd: bool = False
   ssd_width: int = 1024
   act: Callable = nn.relu
+  ceil_mode: bool = True  # False: floor-mode pools (torchvision, Keras).
 
   @property
   def feature_strides(self) -> Dict[str, int]:
@@ -66,9 +71,10 @@ class VGGEncoder(ZooModule):
             if self.use_batchnorm else None)
     x = images.astype(self.dtype)
     feats = {}
+    pool = max_pool_ceil if self.ceil_mode else max_pool
     for i, (n, w) in enumerate(zip(self.stage_sizes, self.widths)):
       if i:
-        x = max_pool_ceil(x, 2)
+        x = pool(x, 2)
       for j in range(n):
         # torchvision's VGG-BN keeps the conv bias in front of BatchNorm.
         x = ConvNormAct(w, 3, norm=norm, act=self.act, use_bias=True,
@@ -76,7 +82,7 @@ class VGGEncoder(ZooModule):
                         name=f"conv{i + 1}_{j + 1}")(x)
       feats[f"conv{i + 1}"] = x
     if not self.ssd:
-      feats["pool5"] = max_pool_ceil(x, 2)
+      feats["pool5"] = pool(x, 2)
       return feats
     x = max_pool(x, 3, 1, padding=((1, 1), (1, 1)))
     x = ConvNormAct(self.ssd_width, 3, dilation=6, padding=((6, 6), (6, 6)),
@@ -97,11 +103,13 @@ class VGG(ZooModule):
   use_batchnorm: bool = False
   dropout_rate: float = 0.5
   act: Callable = nn.relu
+  ceil_mode: bool = True  # see the module docstring.
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     feats = VGGEncoder(self.stage_sizes, self.widths, self.use_batchnorm,
-                       act=self.act, axis_name=self.axis_name,
+                       act=self.act, ceil_mode=self.ceil_mode,
+                       axis_name=self.axis_name,
                        dtype=self.dtype, param_dtype=self.param_dtype,
                        name="features")(images, train)
     # Adaptive pooling makes the 7×7×512 classifier input size-independent.
