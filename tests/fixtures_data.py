@@ -210,8 +210,11 @@ def write_voc(folder: str, year: str, scale: int = 1) -> dict[str, dict]:
   ``scale`` enlarges every image (benchmarks: ``scale=10`` gives VOC's
   real 300-640 pixel sizes).
 
-  Returns id -> dict(image (as drawn), jpeg (bytes written), mask, boxes (normalized as TFDS computes them:
-  1-based coordinate / size), labels (0-based), difficult, split).
+  Returns id -> dict(image (as drawn), jpeg (bytes written), mask, boxes
+  (normalized as TFDS computes them: 1-based coordinate / size, in the TFDS
+  record's (ymin, xmin, ymax, xmax) order), boxes_xyxy (the same values in the
+  (xmin, ymin, xmax, ymax) order the pipeline yields), labels (0-based),
+  difficult, split, colours).
   """
   os.makedirs(folder, exist_ok=True)
   root = f"VOCdevkit/VOC{year}/"
@@ -241,6 +244,11 @@ def write_voc(folder: str, year: str, scale: int = 1) -> dict[str, dict]:
         boxes=np.array([[(o["rows"][0] + 1) / h, (o["cols"][0] + 1) / w,
                          (o["rows"][1] + 1) / h, (o["cols"][1] + 1) / w]
                         for o in e["objects"]], np.float32),
+        # Written out from the drawn rows/cols again (not a permutation of
+        # ``boxes``): the reference for canonical xyxy examples.
+        boxes_xyxy=np.array([[(o["cols"][0] + 1) / w, (o["rows"][0] + 1) / h,
+                              (o["cols"][1] + 1) / w, (o["rows"][1] + 1) / h]
+                             for o in e["objects"]], np.float32),
         labels=np.array([o["cls"] - 1 for o in e["objects"]]),
         difficult=np.array([bool(o.get("difficult", False)) for o in e["objects"]]),
         colours=[o["colour"] for o in e["objects"]])

@@ -35,6 +35,7 @@ def test_boxes_masks_and_labels_agree(spec):
     assert 1 <= len(s["bbox"]) <= spec.max_objects
     areas = []
     for box, lab in zip(s["bbox"], s["bbox_label"]):
+      # The rendered scene is a TFDS record: boxes in BBoxFeature's yxyx.
       y0, x0, y1, x1 = np.round(box * [h, w, h, w]).astype(int)
       inside = s["mask"][y0:y1, x0:x1]
       # The box is the tight extent of its digit's mask pixels.
@@ -82,9 +83,10 @@ def test_tfds_builder_round_trips_the_rendered_scene(tiny_data_dir):
 def test_localization_label_is_the_class_of_its_box(tiny_data_dir):
   # Independent reference: the rendered scenes (NumPy). Each evaluation
   # example's (label, box) must be the largest box and that box's own class,
-  # even where the scene label (most ink) names another digit.
+  # even where the scene label (most ink) names another digit. The rendered
+  # boxes are the TFDS record's yxyx; the task's box is normalized xyxy.
   from spine_fixtures import tiny_config
-  from visionjax.data import builtin, pipeline
+  from visionjax.data import builtin
   cfg = builtin.DigitScenes.BUILDER_CONFIGS[2]
   rendered = list(dict(scenes.generate("test", cfg.spec, seed=cfg.seed)).values())
   config = tiny_config(tiny_data_dir, task="localization", eval_batch_size=32)
@@ -93,8 +95,8 @@ def test_localization_label_is_the_class_of_its_box(tiny_data_dir):
   for image, label, box in zip(batch["image"], batch["label"], batch["box"]):
     pixels = np.round((image * std + mean) * 255)
     s = [s for s in rendered if np.array_equal(s["image"], pixels)][0]
-    b = np.asarray(s["bbox"])
+    b = np.asarray(s["bbox"])  # (ymin, xmin, ymax, xmax)
     i = np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
     assert label == s["bbox_label"][i]
-    np.testing.assert_allclose(box, [(b[i, 1] + b[i, 3]) / 2, (b[i, 0] + b[i, 2]) / 2,
-                                     b[i, 3] - b[i, 1], b[i, 2] - b[i, 0]], atol=1e-6)
+    ymin, xmin, ymax, xmax = b[i]
+    np.testing.assert_allclose(box, [xmin, ymin, xmax, ymax], atol=1e-6)

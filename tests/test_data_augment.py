@@ -7,6 +7,10 @@ surviving box is the envelope of its object's mask pixels (or contains it for
 rotation/shear), mask pixels carry their object's colour, dropped boxes have
 (almost) nothing left in the frame. Each op also runs inside ``tf.data`` and
 must give exactly the eager result for the same seed.
+
+Boxes are normalized xyxy (x1, y1, x2, y2), the package convention; the
+references build them from the drawn (top, left, bottom, right) pixel extents,
+and the frame is not square, so swapped axes would not go unnoticed.
 """
 import numpy as np
 import pytest
@@ -31,7 +35,7 @@ def scene(h=H, w=W, objects=OBJECTS):
   for c, (col, (t, l, b, r)) in objects.items():
     img[t:b, l:r] = col
     mask[t:b, l:r] = c
-    boxes.append([t / h, l / w, b / h, r / w])
+    boxes.append([l / w, t / h, r / w, b / h])  # xyxy
     labels.append(c)
   return {"image": img, "mask": mask, "boxes": np.array(boxes, np.float32),
           "box_labels": np.array(labels, np.int32),
@@ -62,11 +66,11 @@ def np_crop_or_pad(ex, top, left, height, width, fill):
       if 0 <= sy < h and 0 <= sx < w:
         img[y, x] = ex["image"][sy, sx]
         mask[y, x] = ex["mask"][sy, sx]
-  b = ex["boxes"] * [h, w, h, w] - [top, left, top, left]
-  b = np.clip(b, 0, [height, width, height, width])
+  b = ex["boxes"] * [w, h, w, h] - [left, top, left, top]  # xyxy pixels
+  b = np.clip(b, 0, [width, height, width, height])
   keep = ((b[:, 2] - b[:, 0]) >= 0.999) & ((b[:, 3] - b[:, 1]) >= 0.999)
   return (np.round(img).astype(np.uint8), mask,
-          b[keep] / [height, width, height, width], ex["box_labels"][keep])
+          b[keep] / [width, height, width, height], ex["box_labels"][keep])
 
 
 @pytest.mark.parametrize("window", [(0, 0, H, W), (5, 10, 20, 30), (-7, -3, 60, 80),
@@ -89,9 +93,9 @@ def test_flip_matches_numpy():
   out = as_np(T.flip_left_right(as_tf(ex)))
   np.testing.assert_array_equal(out["image"], ex["image"][:, ::-1])
   np.testing.assert_array_equal(out["mask"], ex["mask"][:, ::-1])
-  b = ex["boxes"]
+  b = ex["boxes"]  # xyxy: the x extent mirrors, y stays
   np.testing.assert_allclose(out["boxes"], np.stack(
-      [b[:, 0], 1 - b[:, 3], b[:, 2], 1 - b[:, 1]], 1), atol=1e-6)
+      [1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], 1), atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [(24, 32), (96, 40), (48, 64)])
@@ -139,10 +143,10 @@ def test_affine_matches_numpy_reference(kind):
   for box, c in zip(out["boxes"], out["box_labels"]):
     t, l, b, r = OBJECTS[c][1]
     corners = np.array([[x - 0.5, y - 0.5, 1] for y in (t, b) for x in (l, r)])
-    m = corners @ f.T + 0.5
-    env = np.clip([m[:, 1].min(), m[:, 0].min(), m[:, 1].max(), m[:, 0].max()],
-                  0, [H, W, H, W])
-    np.testing.assert_allclose(box * [H, W, H, W], env, atol=1e-3)
+    m = corners @ f.T + 0.5  # mapped (x, y, 1)
+    env = np.clip([m[:, 0].min(), m[:, 1].min(), m[:, 0].max(), m[:, 1].max()],
+                  0, [W, H, W, H])
+    np.testing.assert_allclose(box * [W, H, W, H], env, atol=1e-3)
 
 
 def test_rotation_by_90_degrees_is_exact_on_a_square():
@@ -163,8 +167,8 @@ def test_fit_keep_aspect_pads_with_ignore_and_never_upscales():
   np.testing.assert_array_equal(out["mask"][:H, :W], ex["mask"])
   assert (out["mask"][H:] == 255).all() and (out["mask"][:, W:] == 255).all()
   assert (out["image"][H:] == (1, 2, 3)).all()
-  np.testing.assert_allclose(out["boxes"] * [64, 80, 64, 80],
-                             ex["boxes"] * [H, W, H, W], atol=1e-4)
+  np.testing.assert_allclose(out["boxes"] * [80, 64, 80, 64],
+                             ex["boxes"] * [W, H, W, H], atol=1e-4)
   # Larger images shrink to fit, keeping the aspect ratio (48x64 -> 24x32).
   small = as_np(T.fit(as_tf(ex), (30, 32), keep_aspect=True))
   assert small["mask"].shape == (30, 32)
@@ -222,8 +226,8 @@ def check_sync(out, enveloping=False, fill=BG, drops_partial=False):
   for box, c in zip(out["boxes"], out["box_labels"]):
     ys, xs = np.nonzero(mask == c)
     assert len(ys), f"box of class {c} kept but its object left the frame"
-    env = np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1], float)
-    px = box * [h, w, h, w]
+    env = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], float)  # xyxy
+    px = box * [w, h, w, h]
     if enveloping:  # the box contains the object
       assert (px[:2] <= env[:2] + 1.0).all() and (px[2:] >= env[2:] - 1.0).all()
     else:  # the box is the object's extent
@@ -282,7 +286,7 @@ def test_photometric_op_changes_colours_only(name):
     assert e["image"].dtype == np.uint8
     changed += not np.array_equal(e["image"], ex["image"])
     # Uniform regions stay uniform (a per-pixel colour map, nothing spatial).
-    for c, (col, (t, l, b, r)) in OBJECTS.items():
+    for _, (t, l, b, r) in OBJECTS.values():
       patch = e["image"][t:b, l:r].reshape(-1, 3)
       assert (patch == patch[0]).all()
   assert changed >= 2
@@ -330,7 +334,8 @@ def test_pad_crop_is_a_shift_of_at_most_pad_pixels():
 
 @pytest.mark.parametrize("iou_of", ["any", "all"])
 def test_iou_random_crop_search_respects_min_iou_centres_and_aspect(iou_of):
-  boxes = np.array([[4, 6, 20, 26], [26, 36, 44, 60], [8, 40, 18, 56]], np.float32)
+  # OBJECTS' pixel extents as xyxy (left, top, right, bottom).
+  boxes = np.array([[6, 4, 26, 20], [36, 26, 60, 44], [40, 8, 56, 18]], np.float32)
   found_any = False
   for i in range(20):
     for min_iou in (-1.0, 0.1, 0.3, 0.5):
@@ -339,13 +344,13 @@ def test_iou_random_crop_search_respects_min_iou_centres_and_aspect(iou_of):
       if not bool(found):
         continue
       found_any = True
-      t, l, b, r = crop.numpy().astype(float)
+      l, t, r, b = crop.numpy().astype(float)  # xyxy
       assert 0 <= t < b <= H and 0 <= l < r <= W
       assert 0.5 <= (b - t) / (r - l) <= 2.0
       assert b - t >= np.floor(0.3 * H) and r - l >= np.floor(0.3 * W)
-      iou = T.box_iou(tf.constant([[t, l, b, r]], tf.float32), tf.constant(boxes)).numpy()[0]
+      iou = T.box_iou(tf.constant([[l, t, r, b]], tf.float32), tf.constant(boxes)).numpy()[0]
       assert (iou >= min_iou).any() if iou_of == "any" else (iou >= min_iou).all()
-      cy, cx = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+      cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
       np.testing.assert_array_equal(keep.numpy(), (cy > t) & (cy < b) & (cx > l) & (cx < r))
       assert keep.numpy().any()
   assert found_any
@@ -366,11 +371,11 @@ def test_iou_random_crop_drops_boxes_whose_centre_leaves():
     h, w = out["mask"].shape
     top, left = out["image"][0, 0, 1] // 4, out["image"][0, 0, 0] // 3
     np.testing.assert_array_equal(out["mask"], ex["mask"][top:top + h, left:left + w])
-    px = ex["boxes"] * [H, W, H, W]
-    cy, cx = (px[:, 0] + px[:, 2]) / 2, (px[:, 1] + px[:, 3]) / 2
+    px = ex["boxes"] * [W, H, W, H]  # xyxy pixels
+    cx, cy = (px[:, 0] + px[:, 2]) / 2, (px[:, 1] + px[:, 3]) / 2
     inside = (cy > top) & (cy < top + h) & (cx > left) & (cx < left + w)
     np.testing.assert_array_equal(out["box_labels"], ex["box_labels"][inside])
-    ref = np.clip(px[inside] - [top, left, top, left], 0, [h, w, h, w]) / [h, w, h, w]
+    ref = np.clip(px[inside] - [left, top, left, top], 0, [w, h, w, h]) / [w, h, w, h]
     np.testing.assert_allclose(out["boxes"], ref, atol=1e-6)
     cropped += (h, w) != (H, W)
   assert cropped >= 4
@@ -387,8 +392,8 @@ def test_zoom_out_places_the_image_inside_a_mean_canvas():
     top, left = ys.min(), xs.min()
     np.testing.assert_array_equal(out["image"][top:top + H, left:left + W], ex["image"])
     assert (out["image"][out["mask"] == 255] == (123, 117, 104)).all()
-    np.testing.assert_allclose(out["boxes"] * [h, w, h, w],
-                               ex["boxes"] * [H, W, H, W] + [top, left, top, left],
+    np.testing.assert_allclose(out["boxes"] * [w, h, w, h],
+                               ex["boxes"] * [W, H, W, H] + [left, top, left, top],
                                atol=1e-3)
 
 
@@ -434,6 +439,6 @@ def test_scale_jitter_equals_resize_then_crop(base):
     out = as_np(op(seed(i), ex))
     agree.append(np.mean(out["mask"] == ref["mask"]))
     np.testing.assert_array_equal(out["box_labels"], ref["box_labels"])
-    np.testing.assert_allclose(out["boxes"] * [40, 48, 40, 48],
-                               ref["boxes"] * [40, 48, 40, 48], atol=1.5)
+    np.testing.assert_allclose(out["boxes"] * [48, 40, 48, 40],
+                               ref["boxes"] * [48, 40, 48, 40], atol=1.5)
   assert min(agree) > 0.9 and np.mean(agree) > 0.97

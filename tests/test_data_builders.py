@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from scipy.ndimage import binary_erosion
 
 import spine_fixtures
-from visionjax.data import datasets, pipeline, sources
+from visionjax.data import datasets, sources
 import fixtures_data as F
 
 
@@ -69,9 +69,10 @@ def test_cifar10_train_pipeline_pad_crop_flip(built):
 
 # ---------------------------------------------------------------- VOC boxes
 def _match_voc(truth, split, boxes, labels):
+  """The truth whose xyxy boxes are ``boxes`` (pipeline output, any order)."""
   ids = [k for k, v in truth.items() if v["split"] == split and
          len(v["labels"]) == len(labels) and np.allclose(
-             np.sort(v["boxes"], 0), np.sort(boxes, 0), atol=1e-6)]
+             np.sort(v["boxes_xyxy"], 0), np.sort(boxes, 0), atol=1e-6)]
   assert len(ids) == 1, (boxes, labels)
   return truth[ids[0]]
 
@@ -93,15 +94,16 @@ def test_voc_detection_boxes_labels_difficult_and_pixels(built, year):
     for i in range(n):
       v = ex["box_valid"][i]
       t = _match_voc(truth, tsplit, ex["boxes"][i][v], ex["box_labels"][i][v])
-      order = [int(np.argmin(np.abs(t["boxes"] - b).sum(1))) for b in ex["boxes"][i][v]]
+      order = [int(np.argmin(np.abs(t["boxes_xyxy"] - b).sum(1)))
+               for b in ex["boxes"][i][v]]
       np.testing.assert_array_equal(ex["box_labels"][i][v], t["labels"][order])
       np.testing.assert_array_equal(ex["box_difficult"][i][v], t["difficult"][order])
       assert not ex["boxes"][i][~v].any()
       # The object is under its box: the box centre shows the object's colour
-      # (JPEG, then a stretch to 64x64).
+      # (JPEG, then a stretch to 64x64). Boxes are xyxy: x indexes columns.
       px = _pixels(c, ex["image"][i])
       for b, k in zip(ex["boxes"][i][v], order):
-        cy, cx = int((b[0] + b[2]) / 2 * 64), int((b[1] + b[3]) / 2 * 64)
+        cx, cy = int((b[0] + b[2]) / 2 * 64), int((b[1] + b[3]) / 2 * 64)
         assert np.abs(px[cy, cx] - t["colours"][k]).max() < 20
 
 
@@ -122,10 +124,32 @@ def test_voc_boxes_follow_the_object_through_ssd_augmentation(built):
       px = _pixels(c, img)
       for b in boxes[valid]:
         assert (b >= 0).all() and (b <= 1).all() and (b[2:] > b[:2]).all()
-        cy, cx = int((b[0] + b[2]) / 2 * 96), int((b[1] + b[3]) / 2 * 96)
+        cx, cy = int((b[0] + b[2]) / 2 * 96), int((b[1] + b[3]) / 2 * 96)  # xyxy
         assert min(np.abs(px[cy, cx] - col).max() for col in colours) < 25
         checked += 1
   assert checked >= 8
+
+
+def test_tfds_bbox_becomes_xyxy_at_the_dataset_edge():
+  # TFDS BBoxFeature order (ymin, xmin, ymax, xmax) -> (xmin, ymin, xmax, ymax).
+  got = datasets.from_tfds_bbox(np.array([[0.1, 0.2, 0.5, 0.9]], np.float32)).numpy()
+  np.testing.assert_array_equal(got, np.array([[0.2, 0.1, 0.9, 0.5]], np.float32))
+  assert datasets.from_tfds_bbox(np.zeros((0, 4), np.float32)).shape == (0, 4)
+
+
+def test_largest_object_returns_the_xyxy_box_of_the_largest_by_hand():
+  boxes = np.array([[0.1, 0.1, 0.3, 0.6],    # 0.2 wide x 0.5 high = 0.10
+                    [0.0, 0.5, 0.6, 0.75],   # 0.6 x 0.25 = 0.15 (largest)
+                    [0.5, 0.0, 0.9, 0.3]],   # 0.4 x 0.3 = 0.12
+                   np.float32)
+  label, box = datasets.largest_object(boxes, np.array([4, 7, 2]))
+  assert int(label) == 7
+  np.testing.assert_array_equal(box.numpy(), boxes[1])  # xyxy, as given
+  # No box (e.g. all cropped away): label 0 and the zero box.
+  label, box = datasets.largest_object(np.zeros((0, 4), np.float32),
+                                       np.zeros((0,), np.int32))
+  assert int(label) == 0
+  np.testing.assert_array_equal(box.numpy(), np.zeros(4, np.float32))
 
 
 # ---------------------------------------------------------- VOC segmentation
@@ -297,7 +321,7 @@ def test_voc_07_plus_12_trains_on_both_and_evaluates_on_the_first(built):
   for _ in range(3):
     b = next(it)
     seen += [sig(b["boxes"][i][b["box_valid"][i]]) for i in range(8)]
-  expected = {sig(t["boxes"]) for y in ("voc2007", "voc2012")
+  expected = {sig(t["boxes_xyxy"]) for y in ("voc2007", "voc2012")
               for t in built["truth"][y].values() if t["split"] != "test"}
   assert len(expected) == 10
   assert set(seen) == expected  # every train+val image of both years

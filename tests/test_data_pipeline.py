@@ -169,7 +169,8 @@ def test_experiment_config_pipeline_on_mock_data(path, monkeypatch):
   with tfds.testing.mock_data(num_examples=8):
     train = _take(spine_fixtures.train_dataset(c), 1)[0]
     evalb = next(spine_fixtures.eval_batches(c))
-  shape = tuple(c.dataset.image_size or pipeline.dataset_info(c).features["image"].shape[:2])
+  shape = tuple(c.dataset.image_size
+                or pipeline.resolve(c.dataset).info.features["image"].shape[:2])
   assert evalb["image"].shape == (8, *shape, 3) and evalb["valid"].all()
   assert train["image"].shape[0] == 8 and train["image"].shape[-1] == 3
   for b in (train, evalb):

@@ -2,7 +2,8 @@
 
 A canonical example is a dict with ``image`` uint8 [H, W, 3] and, depending on
 the dataset, ``label`` [], ``mask`` int32 [H, W] (255 = ignore) and ``boxes``
-[N, 4] normalized (ymin, xmin, ymax, xmax) with per-box ``box_*`` keys. Every
+[N, 4] normalized (x1, y1, x2, y2) ('xyxy', the package convention of
+`visionjax.ops.boxes`) with per-box ``box_*`` keys. Every
 op keeps image, mask and boxes in sync (the geometry lives in
 `visionjax.data.transforms`; ops here only draw parameters) and draws its
 randomness from stateless TF ops seeded by ``seed`` (an integer [2] tensor),
@@ -15,7 +16,7 @@ to decide whether the example still has to be fitted to
 ``config.dataset.image_size``.
 
 Factories that take ``size`` or ``fill`` get ``config.dataset.image_size`` and
-the dataset mean pixel from `visionjax.data.adapters.make_augment` unless the
+the dataset mean pixel from `visionjax.data.augment_config.make_augment` unless the
 config passes them (``augment = (("scale_jitter", {"max_scale": 1.5}), ...)``).
 """
 from __future__ import annotations
@@ -128,6 +129,11 @@ def random_resized_crop(size: Sequence[int] | None = None,
   _check_range(ratio[0], ratio[1], "random_resized_crop ratio", 1e-6)
 
   def op(seed, ex):
+    # The sampler takes boxes as [batch, N, 4] normalized yxyx, not the
+    # package's xyxy. None are passed (any window qualifies:
+    # min_object_covered=0), so there is nothing to convert; boxes passed here
+    # would need ``tf.gather(boxes, [1, 0, 3, 2], axis=-1)`` first. ``begin``
+    # and ``crop`` come back as (y, x, channel) offsets and sizes.
     begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(ex["image"]), tf.zeros([1, 0, 4]), seed=_sub_seed(seed, 0),
         min_object_covered=0.0, aspect_ratio_range=ratio, area_range=scale,
@@ -300,9 +306,9 @@ def iou_random_crop(min_ious: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
     found, crop, keep = sample_iou_crop(_sub_seed(seed, 1), T.pixel_boxes(ex), h, w,
                                         min_iou, min_scale, max_aspect, max_trials,
                                         iou_of)
-    c = tf.where(found, crop, tf.stack([0, 0, h, w]))
+    c = tf.where(found, crop, tf.stack([0, 0, w, h]))  # xyxy
     keep = tf.where(found, keep, tf.ones_like(keep))
-    return T.crop_or_pad(ex, c[0], c[1], c[2] - c[0], c[3] - c[1], box_keep=keep)
+    return T.crop_or_pad(ex, c[1], c[0], c[3] - c[1], c[2] - c[0], box_keep=keep)
 
   return _with_size(op, None)
 
@@ -312,10 +318,12 @@ def sample_iou_crop(seed, boxes_px: tf.Tensor, h, w, min_iou, min_scale: float,
                     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """One SSD crop search: ``(found, crop, keep)``.
 
-  ``crop`` is int32 (top, left, bottom, right) in pixel edges of the first of
-  ``max_trials`` candidates whose IoU with ``iou_of`` ('any'/'all') box is
-  >= ``min_iou`` and that contains at least one box centre; ``keep`` [N] marks the boxes whose
-  centre lies inside it. ``found`` is False when no candidate qualifies.
+  ``boxes_px`` [N, 4] are xyxy pixel edges (`transforms.pixel_boxes`).
+  ``crop`` is int32 [4] xyxy (left, top, right, bottom) in pixel edges of the
+  first of ``max_trials`` candidates whose IoU with ``iou_of`` ('any'/'all')
+  box is >= ``min_iou`` and that contains at least one box centre; ``keep``
+  bool [N] marks the boxes whose centre lies inside it. ``found`` is False
+  when no candidate qualifies.
   """
   hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
   n = max_trials
@@ -324,12 +332,12 @@ def sample_iou_crop(seed, boxes_px: tf.Tensor, h, w, min_iou, min_scale: float,
   top = tf.floor(_uniform(seed, 3, 0.0, 1.0, [n]) * (hf - ch))
   left = tf.floor(_uniform(seed, 4, 0.0, 1.0, [n]) * (wf - cw))
   aspect = ch / tf.maximum(cw, 1.0)
-  crops = tf.stack([top, left, top + ch, left + cw], 1)
+  crops = tf.stack([left, top, left + cw, top + ch], 1)  # xyxy, like boxes_px
   iou = T.box_iou(crops, boxes_px)  # [n, N]
-  cy = (boxes_px[:, 0] + boxes_px[:, 2]) / 2
-  cx = (boxes_px[:, 1] + boxes_px[:, 3]) / 2
-  inside = ((cy[None] > crops[:, :1]) & (cy[None] < crops[:, 2:3]) &
-            (cx[None] > crops[:, 1:2]) & (cx[None] < crops[:, 3:4]))  # [n, N]
+  cx = (boxes_px[:, 0] + boxes_px[:, 2]) / 2
+  cy = (boxes_px[:, 1] + boxes_px[:, 3]) / 2
+  inside = ((cx[None] > crops[:, :1]) & (cx[None] < crops[:, 2:3]) &
+            (cy[None] > crops[:, 1:2]) & (cy[None] < crops[:, 3:4]))  # [n, N]
   ok = ((aspect >= 1.0 / max_aspect) & (aspect <= max_aspect) &
         (ch >= 1) & (cw >= 1) &
         (tf.reduce_any if iou_of == "any" else tf.reduce_all)(iou >= min_iou, axis=1)

@@ -4,9 +4,14 @@ Canonical example (all tensors; keys present as the dataset provides them):
   image       uint8 [H, W, 3]
   label       int   []        image-level class
   mask        int32 [H, W]    per-pixel class, 255 = ignore
-  boxes       float32 [N, 4]  normalized (ymin, xmin, ymax, xmax)
+  boxes       float32 [N, 4]  normalized (x1, y1, x2, y2): 'xyxy', the package
+                              convention (`visionjax.ops.boxes`)
   box_labels  int32 [N]
   box_difficult bool [N]      (VOC) excluded from evaluation
+
+TFDS's `BBoxFeature` stores boxes as normalized (ymin, xmin, ymax, xmax);
+the canonical functions below convert them (`from_tfds_bbox`), so this is
+the only place that format is seen: everything downstream is xyxy.
 
 Each dataset family (the TFDS name before ``/``) registers a `DatasetAdapter`
 in `DATASETS`, saying which annotation kinds it has (``label``, ``mask``,
@@ -60,13 +65,20 @@ class DatasetAdapter:
   image_key: str = "image"
 
 
+def from_tfds_bbox(bbox: tf.Tensor) -> tf.Tensor:
+  """TFDS `BBoxFeature` boxes [N, 4] (ymin, xmin, ymax, xmax) -> normalized
+  xyxy [N, 4] float32 (the canonical ``boxes``)."""
+  bbox = tf.reshape(tf.cast(bbox, tf.float32), [-1, 4])
+  return tf.gather(bbox, [1, 0, 3, 2], axis=1)
+
+
 # ------------------------------------------------------------- digit_scenes
 def _digit_scenes(f: dict) -> Example:
   return {
       "image": f["image"],
       "label": f["label"],
       "mask": tf.cast(f["segmentation_mask"][..., 0], tf.int32),
-      "boxes": f["objects"]["bbox"],
+      "boxes": from_tfds_bbox(f["objects"]["bbox"]),
       "box_labels": tf.cast(f["objects"]["label"], tf.int32),
       "box_difficult": tf.zeros_like(f["objects"]["label"], tf.bool),
   }
@@ -100,9 +112,10 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
 def _voc(f: dict) -> Example:
   o = f["objects"]
   labels = tf.cast(o["label"], tf.int32)
-  return {"image": f["image"], "boxes": o["bbox"], "box_labels": labels,
+  boxes = from_tfds_bbox(o["bbox"])
+  return {"image": f["image"], "boxes": boxes, "box_labels": labels,
           "box_difficult": tf.cast(o["is_difficult"], tf.bool),
-          "label": largest_object(o["bbox"], labels)[0]}
+          "label": largest_object(boxes, labels)[0]}
 
 
 _VOC_OFFICIAL = "http://host.robots.ox.ac.uk/pascal/VOC/"
@@ -264,16 +277,20 @@ def mean_pixel(dc: ml_collections.ConfigDict) -> tuple[float, float, float]:
 
 
 def largest_object(boxes: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-  """``(label, box)`` of the largest of ``boxes`` [N, 4] (yxyx), the box as
-  normalized (cx, cy, w, h): one object, so the class and the box agree.
+  """``(label, box)`` of the largest (by area) of ``boxes`` [N, 4]: one object,
+  so the class and the box agree.
 
-  Label 0 and an all-zero box when there is no box (e.g. all cropped away).
+  Args:
+    boxes: [N, 4] normalized xyxy.
+    labels: int [N], the class of each box.
+
+  Returns:
+    ``label`` int32 [] and ``box`` float32 [4], normalized xyxy. Label 0 and
+    an all-zero box when there is no box (e.g. all cropped away).
   """
   boxes = tf.concat([tf.reshape(tf.cast(boxes, tf.float32), [-1, 4]),
                      tf.zeros([1, 4])], 0)  # a zero box loses to any real one
   labels = tf.concat([tf.reshape(tf.cast(labels, tf.int32), [-1]), [0]], 0)
   area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
   i = tf.argmax(area)
-  b = tf.gather(boxes, i)
-  return tf.gather(labels, i), tf.stack([(b[1] + b[3]) / 2, (b[0] + b[2]) / 2,
-                                         b[3] - b[1], b[2] - b[0]])
+  return tf.gather(labels, i), tf.gather(boxes, i)

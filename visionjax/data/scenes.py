@@ -6,8 +6,10 @@ Handwritten Digits" set) are upscaled, coloured and pasted onto cluttered
 backgrounds. Every scene carries, at once:
 
 * a scene label (the class of the largest digit),
-* one box and class per digit (normalized ``ymin, xmin, ymax, xmax``, as TFDS
-  and PASCAL VOC store them),
+* one box and class per digit (normalized ``ymin, xmin, ymax, xmax``: the
+  format TFDS's ``BBoxFeature`` requires, because these are the built-in
+  dataset's TFDS records; `visionjax.data.datasets.from_tfds_bbox` converts
+  them to the package's xyxy when examples are read),
 * a per-pixel class mask (0 = background, ``d + 1`` = digit ``d``).
 
 So one dataset serves classification, localization, detection and semantic
@@ -139,7 +141,9 @@ def render_scene(rng: np.random.Generator, sources: tuple[np.ndarray, np.ndarray
   Returns a dict with ``image`` uint8 [H, W, 3], ``mask`` uint8 [H, W]
   (0 background, d+1 digit d), ``label`` int64 (class of the largest digit),
   ``bbox`` float32 [N, 4] normalized (ymin, xmin, ymax, xmax) with the
-  half-open pixel extent divided by the image size, ``bbox_label`` int64 [N].
+  half-open pixel extent divided by the image size (TFDS ``BBoxFeature``'s
+  yxyx, since this is a TFDS record; the canonical example is xyxy),
+  ``bbox_label`` int64 [N].
   """
   images, labels = sources
   h, w = spec.height, spec.width

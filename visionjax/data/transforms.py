@@ -1,13 +1,15 @@
 """Deterministic geometric transforms that keep image, mask and boxes in sync.
 
-Every function takes a canonical example (see `visionjax.data.adapters`) and
+Every function takes a canonical example (see `visionjax.data.datasets`) and
 explicit parameters, and returns the transformed example:
 
 * ``image`` uint8 [H, W, 3] is resampled bilinearly (rounded back to uint8),
 * ``mask`` int32 [H, W] by nearest neighbour, new pixels get `IGNORE` (255),
-* ``boxes`` float32 [N, 4] normalized (ymin, xmin, ymax, xmax) are mapped by
-  the same geometry, clipped to the frame, and dropped (together with every
-  other per-box key, ``box_*``) when less than ``min_size_px`` of them is left.
+* ``boxes`` float32 [N, 4] normalized (x1, y1, x2, y2) ('xyxy', the package
+  convention of `visionjax.ops.boxes`) are mapped by the same geometry,
+  clipped to the frame, and dropped (together with every other per-box key,
+  ``box_*``) when less than ``min_size_px`` of them is left. In pixels they
+  are the normalized boxes times (W, H, W, H) (`pixel_boxes`).
 
 The random augmentations in `visionjax.data.augment` only sample parameters
 and call these, so the geometry is tested once, against NumPy references, with
@@ -58,13 +60,14 @@ def _fill(fill: Sequence[float] | float | tf.Tensor) -> tf.Tensor:
 def set_pixel_boxes(ex: Example, boxes_px: tf.Tensor, out_h, out_w,
                     min_size_px: float = MIN_BOX_PX,
                     keep: tf.Tensor | None = None) -> Example:
-  """Stores ``boxes_px`` (pixel edges of the new frame) clipped and normalized.
+  """Stores ``boxes_px`` [N, 4] (xyxy pixel edges of the new frame, ``out_h``
+  x ``out_w``) clipped to the frame and normalized.
 
   A box is dropped when, after clipping, its height or width is below
   ``min_size_px`` pixels (it left the frame), or where ``keep`` is False.
   """
   out_h, out_w = tf.cast(out_h, tf.float32), tf.cast(out_w, tf.float32)
-  hi = tf.stack([out_h, out_w, out_h, out_w])
+  hi = tf.stack([out_w, out_h, out_w, out_h])  # xyxy
   clipped = tf.clip_by_value(boxes_px, 0.0, hi)
   tol = min_size_px - 1e-3  # normalized float32 boxes are off by ~1e-5 px
   ok = ((clipped[:, 2] - clipped[:, 0] >= tol) & (clipped[:, 3] - clipped[:, 1] >= tol))
@@ -76,10 +79,10 @@ def set_pixel_boxes(ex: Example, boxes_px: tf.Tensor, out_h, out_w,
 
 
 def pixel_boxes(ex: Example) -> tf.Tensor:
-  """The example's boxes in pixel-edge coordinates."""
+  """The example's boxes [N, 4] as xyxy pixel edges (normalized x W, H)."""
   h, w = hw(ex)
   h, w = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-  return tf.cast(ex["boxes"], tf.float32) * tf.stack([h, w, h, w])
+  return tf.cast(ex["boxes"], tf.float32) * tf.stack([w, h, w, h])
 
 
 def _pad_window(x: tf.Tensor, top, left, height, width, fill) -> tf.Tensor:
@@ -125,7 +128,7 @@ def crop_or_pad(ex: Example, top, left, height, width,
   if "mask" in ex:
     out["mask"] = _pad_window(ex["mask"], top, left, height, width, IGNORE)
   if "boxes" in ex:
-    shift = tf.cast(tf.stack([top, left, top, left]), tf.float32)
+    shift = tf.cast(tf.stack([left, top, left, top]), tf.float32)  # xyxy
     out = set_pixel_boxes(out, pixel_boxes(ex) - shift, height, width,
                           min_size_px, box_keep)
   return out
@@ -155,8 +158,8 @@ def flip_left_right(ex: Example) -> Example:
   if "mask" in ex:
     out["mask"] = tf.reverse(ex["mask"], [1])
   if "boxes" in ex:
-    b = ex["boxes"]
-    out["boxes"] = tf.stack([b[:, 0], 1.0 - b[:, 3], b[:, 2], 1.0 - b[:, 1]], axis=1)
+    b = ex["boxes"]  # xyxy: x1' = 1 - x2 and x2' = 1 - x1 keep x1' <= x2'
+    out["boxes"] = tf.stack([1.0 - b[:, 2], b[:, 1], 1.0 - b[:, 0], b[:, 3]], axis=1)
   return out
 
 
@@ -255,22 +258,22 @@ def affine(ex: Example, forward: tf.Tensor, fill: Sequence[float] | float = 0.0,
         output_shape=tf.stack([h, w]), fill_value=float(IGNORE),
         interpolation="NEAREST", fill_mode="CONSTANT")[0, ..., 0]
   if "boxes" in ex:
-    b = pixel_boxes(ex)  # edges (y0, x0, y1, x1)
-    ys = tf.stack([b[:, 0], b[:, 0], b[:, 2], b[:, 2]], 1) - 0.5  # -> centres
-    xs = tf.stack([b[:, 1], b[:, 3], b[:, 1], b[:, 3]], 1) - 0.5
+    b = pixel_boxes(ex)  # edges (x0, y0, x1, y1)
+    xs = tf.stack([b[:, 0], b[:, 2], b[:, 0], b[:, 2]], 1) - 0.5  # -> centres
+    ys = tf.stack([b[:, 1], b[:, 1], b[:, 3], b[:, 3]], 1) - 0.5
     nx = forward[0, 0] * xs + forward[0, 1] * ys + forward[0, 2] + 0.5
     ny = forward[1, 0] * xs + forward[1, 1] * ys + forward[1, 2] + 0.5
-    env = tf.stack([tf.reduce_min(ny, 1), tf.reduce_min(nx, 1),
-                    tf.reduce_max(ny, 1), tf.reduce_max(nx, 1)], 1)
+    env = tf.stack([tf.reduce_min(nx, 1), tf.reduce_min(ny, 1),
+                    tf.reduce_max(nx, 1), tf.reduce_max(ny, 1)], 1)
     out = set_pixel_boxes(out, env, h, w, min_size_px)
   return out
 
 
 def box_iou(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tf.Tensor:
-  """IoU matrix [A, B] of (ymin, xmin, ymax, xmax) boxes (any common units)."""
+  """IoU matrix [A, B] of xyxy boxes [A, 4] and [B, 4] (any common units)."""
   a, b = boxes_a[:, None], boxes_b[None]
-  ih = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
-  iw = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
+  iw = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
+  ih = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
   inter = ih * iw
   area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
   return inter / tf.maximum(area(a) + area(b) - inter, 1e-12)
@@ -278,7 +281,11 @@ def box_iou(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tf.Tensor:
 
 def pad_boxes(ex: Example, max_boxes: int) -> Example:
   """Boxes/labels padded (or truncated) to ``max_boxes`` with a valid mask:
-  static shapes for batching (``box_valid`` marks the real boxes)."""
+  static shapes for batching (``box_valid`` marks the real boxes).
+
+  Returns ``boxes`` float [max_boxes, 4] normalized xyxy (padding all zero),
+  ``box_labels`` int32, ``box_difficult`` and ``box_valid`` bool [max_boxes].
+  """
   n = tf.minimum(tf.shape(ex["boxes"])[0], max_boxes)
   pad = max_boxes - n
   boxes = tf.pad(ex["boxes"][:n], [[0, pad], [0, 0]])
