@@ -15,6 +15,8 @@ import os
 import ml_collections
 import tensorflow_datasets as tfds
 
+from visionjax import paths
+
 
 @dataclasses.dataclass(frozen=True)
 class SourceFile:
@@ -28,12 +30,13 @@ class MissingDatasetFilesError(FileNotFoundError):
 
 
 def manual_dir(dc: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> str:
-  """The folder archives are picked up from (TFDS's default unless set)."""
+  """The folder archives are picked up from (TFDS's default unless set);
+  local or a storage URL."""
   if dc.get("manual_dir"):
-    return os.path.abspath(os.path.expanduser(dc.manual_dir))
+    return os.fspath(paths.resolve(dc.manual_dir))
   # TFDS's own default (DownloadManager: <data_dir root>/downloads/manual);
   # the root is not public API, but naming the folder in errors needs it.
-  return os.path.join(os.fspath(builder._data_dir_root), "downloads", "manual")
+  return os.fspath(paths.resolve(builder._data_dir_root) / "downloads" / "manual")
 
 
 def prepare_kwargs(dc: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> dict:
@@ -52,7 +55,7 @@ def missing_files_message(name: str, folder: str, files: tuple[SourceFile, ...])
            "config.dataset.manual_dir to use another folder); put them there "
            "as downloaded, without unpacking:"]
   for f in files:
-    state = "present" if os.path.exists(os.path.join(folder, f.name)) else "MISSING"
+    state = "present" if (paths.resolve(folder) / f.name).exists() else "MISSING"
     lines.append(f"  {f.name}  [{state}]  from {f.url}")
   return "\n".join(lines)
 
@@ -67,7 +70,7 @@ def prepare_builder(dc: ml_collections.ConfigDict, builder: tfds.core.DatasetBui
   if builder.is_prepared():
     return
   folder = manual_dir(dc, builder)
-  missing = [f for f in files if not os.path.exists(os.path.join(folder, f.name))]
+  missing = [f for f in files if not (paths.resolve(folder) / f.name).exists()]
   if manual_only and missing:
     raise MissingDatasetFilesError(missing_files_message(dc.name, folder, files))
   try:

@@ -1,11 +1,13 @@
 """Orbax checkpointing: periodic + best-by-metric, async, resumable."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+from visionjax import paths
 
 
 class Checkpointer:
@@ -21,7 +23,8 @@ class Checkpointer:
                async_save: bool = True):
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
-    self.directory = os.path.abspath(directory)
+    # Orbax takes epath paths (local or gs://); never abspath a URL.
+    self.directory = paths.resolve(directory)
     self.every_steps = every_steps
     self.best_metric = best_metric
     policies: list[pp.PreservationPolicy] = [pp.LatestN(n=keep)]
@@ -58,6 +61,17 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: Any) -> Any:
     """The state saved at ``step``, placed like ``abstract_state``."""
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def restore_subset(self, step: int, abstract_subset: dict[str, Any]) -> dict[str, Any]:
+    """Only the top-level entries of ``abstract_subset`` (e.g. ``params`` and
+    ``batch_stats`` for evaluation: no optimizer state is read), placed like
+    the abstract arrays."""
+    restore_args = jax.tree.map(
+        lambda a: ocp.ArrayRestoreArgs(sharding=getattr(a, "sharding", None)), abstract_subset)
+    return ocp.PyTreeCheckpointer().restore(
+        self.directory / str(step) / "default",
+        args=ocp.args.PyTreeRestore(item=abstract_subset, restore_args=restore_args,
+                                    partial_restore=True))
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

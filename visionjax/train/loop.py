@@ -35,6 +35,7 @@ from visionjax.data import pipeline
 from visionjax.train import checkpoint as ckpt_lib
 from visionjax.train import config as config_lib
 from visionjax.train import optim, parallel, reporting, steps
+from visionjax.train import workdir as workdir_lib
 from visionjax.train.state import init_state
 
 
@@ -45,20 +46,6 @@ def _isatty() -> bool:
 
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/inf loss or gradient."""
-
-
-def ensure_writable(workdir: str) -> str:
-  """Creates ``workdir`` and checks a file can be written there."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise ValueError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
-  return workdir
 
 
 @dataclasses.dataclass
@@ -232,14 +219,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Raises `NonFiniteLossError` on a NaN/inf loss, naming the step.
   """
   config_lib.validate(config)
-  workdir = ensure_writable(workdir)
+  wd = workdir_lib.Workdir.create(workdir)
   exp = build(config)
   main = jax.process_index() == 0
   if main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    wd.config_json.write_text(config.to_json_best_effort(indent=2))
   cc = config.checkpoint
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+  ckpt = ckpt_lib.Checkpointer(wd.checkpoints,
                                every_steps=cc.every_steps, keep=cc.keep,
                                best_metric=cc.best_metric or None,
                                best_mode=cc.best_mode, async_save=cc.async_save)
@@ -248,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state = exp.engine.from_checkpoint(ckpt.restore(start, exp.abstract_state()))
   else:
     state = exp.create_state()
-  writer = reporting.MetricWriter(workdir, enabled=main)
+  writer = reporting.MetricWriter(wd.path, enabled=main)
   total = config.num_train_steps
   batches: Iterator = parallel.prefetch_to_device(
       exp.train_dataset(start_step=start).as_numpy_iterator(),
@@ -304,26 +290,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if stopped_early:
     return {"preempted_at_step": step}
   if main:
-    with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-      json.dump(reporting.jsonable({"step": final_step, **eval_metrics}), f, indent=2)
-    _visualize(exp, state, workdir)
+    wd.final_metrics.write_text(json.dumps(
+        reporting.jsonable({"step": final_step, **eval_metrics}), indent=2))
+    _visualize(exp, state, wd)
   return eval_metrics
 
 
-def _visualize(exp: Experiment, state: Any, workdir: str) -> None:
+def _visualize(exp: Experiment, state: Any, wd: workdir_lib.Workdir) -> None:
   """Learning curves and the task's picture of some eval predictions."""
   from visionjax.viz import curves
-  curves.plot_learning_curves(reporting.read_metrics(workdir),
-                              os.path.join(workdir, "learning_curves.png"))
+  curves.plot_learning_curves(reporting.read_metrics(wd.path),
+                              os.fspath(wd.file("learning_curves.png")))
+  visualize_predictions(exp, parallel.host_copy(exp.engine.to_checkpoint(state)),
+                        os.fspath(wd.file("predictions.png")))
+
+
+def visualize_predictions(exp: Experiment, host_state: Any, path: str) -> None:
+  """The task's picture of ``config.num_visualizations`` eval predictions.
+
+  ``host_state``: one copy of the state (`parallel.host_copy`), run on one
+  device.
+  """
   n = exp.config.num_visualizations
   if n <= 0:
     return
   batch = next(exp.eval_batches())
-  host_state = parallel.host_copy(exp.engine.to_checkpoint(state))
   model = parallel.clone_for_axis(exp.model, None)  # one device, no collectives
   predictions = jax.jit(functools.partial(steps.predict_step, model=model, task=exp.task))(
       host_state, batch["image"][:n])
   dc = exp.config.dataset
   images = np.clip(batch["image"][:n] * np.asarray(dc.std) + np.asarray(dc.mean), 0, 1)
-  exp.task.visualize(images, batch, jax.device_get(predictions), exp.class_names,
-                     os.path.join(workdir, "predictions.png"))
+  exp.task.visualize(images, batch, jax.device_get(predictions), exp.class_names, path)

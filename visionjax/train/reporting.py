@@ -7,7 +7,10 @@ import os
 import time
 from typing import Any
 
+from etils import epath
 import numpy as np
+
+from visionjax import paths
 
 
 def jsonable(v: Any) -> Any:
@@ -25,25 +28,36 @@ class MetricWriter:
   writes the scalars as TensorBoard events under ``<workdir>/tensorboard``.
 
   Only the main process writes (``enabled=False`` elsewhere). Every record has
-  ``step``, ``split`` ('train' | 'eval') and ``time`` (seconds since epoch);
-  the file is flushed per line so nothing is lost on a crash.
+  ``step``, ``split`` ('train' | 'eval') and ``time`` (seconds since epoch).
+  Local files are appended and flushed per line, so nothing is lost on a
+  crash. Object stores (``gs://``) cannot append: there the whole file is
+  rewritten at each write (it is small: one line per log step).
   """
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = paths.resolve(workdir) / "metrics.jsonl"
+    self._append = paths.is_local(self.path)
+    self._lines: list[str] | None = None  # object stores: the file's lines so far
     self._tb = None
     if enabled:
       import tensorflow as tf  # the tf.summary writer is TensorBoard's own
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+      self._tb = tf.summary.create_file_writer(os.fspath(self.path.parent / "tensorboard"))
 
   def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
     if not self.enabled:
       return
     record = {"step": int(step), "split": split, "time": time.time(),
               **{k: jsonable(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    line = json.dumps(record) + "\n"
+    if self._append:
+      with self.path.open("a") as f:
+        f.write(line)
+    else:
+      if self._lines is None:
+        self._lines = self.path.read_text().splitlines(True) if self.path.exists() else []
+      self._lines.append(line)
+      self.path.write_text("".join(self._lines))
     import tensorflow as tf
     with self._tb.as_default(step=int(step)):
       for k, v in metrics.items():
@@ -56,10 +70,9 @@ class MetricWriter:
       self._tb.close()
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
+def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
   """All records of ``<workdir>/metrics.jsonl`` (empty if none)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = epath.Path(paths.resolve(workdir)) / "metrics.jsonl"
+  if not path.exists():
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

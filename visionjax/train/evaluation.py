@@ -1,0 +1,122 @@
+"""Evaluate a trained run's checkpoint without training.
+
+    metrics = evaluate_workdir("runs/unet", checkpoint="best", split="test")
+
+Reads ``config.json`` back from the workdir (local or ``gs://``), restores
+only what evaluation needs (parameters and BatchNorm statistics, no
+optimizer state), runs the same exact evaluation as training's final one
+(`visionjax.train.loop.evaluate`) and writes ``metrics.json`` and the task's
+``predictions.png`` under ``<workdir>/eval/<step>/`` (``metrics_<split>.json``
+when a split is named).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from visionjax.train import checkpoint as ckpt_lib
+from visionjax.train import loop, parallel, reporting
+from visionjax.train import workdir as workdir_lib
+from visionjax.train.state import TrainState
+
+
+def _tuples(v: Any) -> Any:
+  """JSON lists back to the tuples config files use (hashable model fields)."""
+  if isinstance(v, list):
+    return tuple(_tuples(x) for x in v)
+  if isinstance(v, dict):
+    return {k: _tuples(x) for k, x in v.items()}
+  return v
+
+
+def load_config(wd: workdir_lib.Workdir) -> ml_collections.ConfigDict:
+  """The resolved config a run saved in its ``config.json``."""
+  from visionjax.train.config import base_config
+  saved = _tuples(json.loads(wd.config_json.read_text()))
+  config = base_config()
+  config.unlock()
+  for key, value in saved.items():
+    if isinstance(value, dict) and key in config and isinstance(config[key],
+                                                              ml_collections.ConfigDict):
+      for k, v in value.items():
+        config[key][k] = v
+    else:
+      config[key] = value
+  return config
+
+
+def select_step(wd: workdir_lib.Workdir, ckpt: ckpt_lib.Checkpointer,
+                config: ml_collections.ConfigDict, checkpoint: str | int) -> int:
+  """The step of ``checkpoint``: 'latest', 'best' or a step number."""
+  steps = ckpt.all_steps()
+  if not steps:
+    raise ValueError(f"{wd} has no checkpoints in {wd.checkpoints}")
+  if checkpoint == "latest":
+    return max(steps)
+  if checkpoint == "best":
+    metric, mode = config.checkpoint.best_metric, config.checkpoint.best_mode
+    if not metric:
+      raise ValueError("--checkpoint=best needs config.checkpoint.best_metric, which this "
+                       "run did not set; use 'latest' or a step from "
+                       f"{sorted(steps)}")
+    scored = {r["step"]: r[metric] for r in reporting.read_metrics(wd.path)
+              if r.get("split") == "eval" and r["step"] in steps and r.get(metric) is not None}
+    if not scored:
+      raise ValueError(f"no checkpoint of {wd} has an evaluation of {metric!r}; "
+                       f"checkpoints: {sorted(steps)}")
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda s: (scored[s], s))
+  try:
+    step = int(checkpoint)
+  except (TypeError, ValueError):
+    raise ValueError(f"checkpoint={checkpoint!r}; expected 'latest', 'best' or a step "
+                     f"number from {sorted(steps)}") from None
+  if step not in steps:
+    raise ValueError(f"{wd} has no checkpoint at step {step}; it has {sorted(steps)}")
+  return step
+
+
+def evaluate_workdir(workdir: str | os.PathLike, *, checkpoint: str | int = "latest",
+                     split: str | None = None, visualize: bool = True,
+                     progress: bool = False) -> dict[str, Any]:
+  """Evaluates one checkpoint of a run; returns (and writes) its metrics.
+
+  Args:
+    workdir: the run's folder (as given to training).
+    checkpoint: 'latest', 'best' (by ``config.checkpoint.best_metric``) or a
+      step number.
+    split: a split of the run's dataset (TFDS syntax, e.g. 'test' or
+      'train[:10%]'); default: the run's ``eval_split``.
+  """
+  wd = workdir_lib.Workdir.existing(workdir)
+  config = load_config(wd)
+  if split:
+    config.dataset.eval_split = split
+  exp = loop.build(config)
+  ckpt = ckpt_lib.Checkpointer(wd.checkpoints, every_steps=0, keep=1 << 30,
+                               async_save=False)
+  try:
+    step = select_step(wd, ckpt, config, checkpoint)
+    abstract = exp.abstract_state()
+    restored = ckpt.restore_subset(step, {"step": abstract.step, "params": abstract.params,
+                                          "batch_stats": abstract.batch_stats,
+                                          "rng": abstract.rng})
+  finally:
+    ckpt.close()
+  # The optimizer state is not read: evaluation never touches it.
+  state = exp.engine.from_checkpoint(TrainState(opt_state=None, **restored))
+  metrics = loop.evaluate(exp, state, progress=progress)
+  if jax.process_index() == 0:
+    out = wd.path / "eval" / str(step)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"metrics_{split}.json" if split else "metrics.json"
+    (out / name).write_text(json.dumps(reporting.jsonable(
+        {"step": step, "split": config.dataset.eval_split, **metrics}), indent=2))
+    if visualize:
+      loop.visualize_predictions(exp, parallel.host_copy(exp.engine.to_checkpoint(state)),
+                                 os.fspath(out / "predictions.png"))
+  return metrics
