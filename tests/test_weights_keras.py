@@ -1,0 +1,132 @@
+"""Keras applications -> visionjax conversion: outputs equal Keras'.
+
+Keras' ResNet50 and VGG16 are built with random weights (`weights=None`, no
+download), with random BatchNorm statistics/affines and biases, and run in
+inference mode on BGR images minus the Caffe means (Keras'
+`preprocess_input`); the converted visionjax models take the same images as
+RGB through the returned `Preprocessing`. Max relative difference
+(max |a - b| / max |b|) must be <= 1e-5 in float32.
+
+Keras' VGG16 classifier is built for 224×224 only (its flatten fixes the
+fc1 input), so the logits are compared at 224×224 and the convolutional
+features (pool5) at a size not divisible by 32, from a headless Keras VGG16
+holding the same weights.
+"""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+keras = pytest.importorskip("keras")
+
+from visionjax import weights as vw  # noqa: E402
+from visionjax.models import vgg  # noqa: E402
+
+RTOL = 1e-5
+BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
+
+
+def randomize(model, seed=0):
+  """Random BN statistics/affines and conv/dense biases."""
+  rng = np.random.default_rng(seed)
+
+  def assign(var, values):
+    var.assign(values.astype(np.float32))
+
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      assign(layer.gamma, rng.uniform(0.5, 1.5, layer.gamma.shape))
+      assign(layer.beta, rng.normal(0, 0.2, layer.beta.shape))
+      assign(layer.moving_mean, rng.normal(0, 0.2, layer.moving_mean.shape))
+      assign(layer.moving_variance,
+             rng.uniform(0.5, 1.5, layer.moving_variance.shape))
+    elif getattr(layer, "bias", None) is not None:
+      assign(layer.bias, rng.normal(0, 0.2, layer.bias.shape))
+  return model
+
+
+def keras_forward(model, rgb_0_255):
+  """Keras' own preprocessing (RGB -> BGR, minus Caffe means), inference."""
+  return np.asarray(model(rgb_0_255[..., ::-1] - BGR_MEAN, training=False))
+
+
+def max_rel(out, ref):
+  out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+  assert out.shape == ref.shape, (out.shape, ref.shape)
+  return float(np.abs(out - ref).max() / np.abs(ref).max())
+
+
+def _image(size, seed=1):
+  return np.random.default_rng(seed).uniform(
+      0, 255, (1, *size, 3)).astype(np.float32)
+
+
+def test_resnet50_output_equals_keras():
+  keras.utils.set_random_seed(0)
+  sizes = ((64, 64), (45, 37))
+  models = [keras.applications.ResNet50(weights=None, input_shape=(*s, 3),
+                                        classifier_activation=None)
+            for s in sizes]
+  randomize(models[0])
+  models[1].set_weights(models[0].get_weights())
+  conv = vw.from_keras("resnet50", models[0])
+  assert conv.model_kwargs == {"num_classes": 1000, "stride_in_1x1": True}
+  model = conv.model()
+  for size, km in zip(sizes, models):
+    x = _image(size)
+    rel = max_rel(model.apply(conv.variables, conv.preprocessing.normalize(x)),
+                  keras_forward(km, x))
+    print(f"keras resnet50 {size[0]}x{size[1]}: max relative difference "
+          f"{rel:.2e}")
+    assert rel <= RTOL
+
+
+def test_vgg16_logits_and_features_equal_keras():
+  keras.utils.set_random_seed(0)
+  full = randomize(keras.applications.VGG16(weights=None,
+                                            classifier_activation=None))
+  conv = vw.from_keras("vgg16", full)
+  assert conv.model_kwargs == {"num_classes": 1000, "ceil_mode": False}
+  x = _image((224, 224))
+  rel = max_rel(conv.model().apply(conv.variables,
+                                   conv.preprocessing.normalize(x)),
+                keras_forward(full, x))
+  print(f"keras vgg16 224x224 logits: max relative difference {rel:.2e}")
+  assert rel <= RTOL
+
+  size = (45, 37)
+  headless = keras.applications.VGG16(weights=None, include_top=False,
+                                      input_shape=(*size, 3))
+  for layer in headless.layers:
+    if layer.weights:
+      layer.set_weights(full.get_layer(layer.name).get_weights())
+  x = _image(size)
+  encoder = vgg.VGGEncoder(ceil_mode=False)
+  feats = encoder.apply({"params": conv.variables["params"]["features"]},
+                        conv.preprocessing.normalize(x))
+  rel = max_rel(feats["pool5"], keras_forward(headless, x))
+  print(f"keras vgg16 {size[0]}x{size[1]} pool5: max relative difference "
+        f"{rel:.2e}")
+  assert rel <= RTOL
+
+
+def test_keras_provenance_and_preprocessing(tmp_path):
+  keras.utils.set_random_seed(0)
+  model = randomize(keras.applications.ResNet50(
+      weights=None, input_shape=(32, 32, 3), classifier_activation=None))
+  conv = vw.from_keras("resnet50", model)
+  p = conv.preprocessing
+  assert p.mean == (123.68, 116.779, 103.939) and p.std == (1.0, 1.0, 1.0)
+  assert p.value_range == (0.0, 255.0) and p.channel_order == "RGB"
+  prov = conv.provenance
+  assert prov.source == "keras" and prov.source_model == "ResNet50"
+  assert prov.weights is None  # random weights: origin unknown
+  assert "MIT" in prov.license
+  vw.save(conv, str(tmp_path / "r50"))
+  loaded = vw.load(str(tmp_path / "r50"))
+  assert loaded.model_kwargs == conv.model_kwargs
+  assert loaded.provenance == conv.provenance
+  np.testing.assert_array_equal(
+      loaded.variables["batch_stats"]["encoder"]["stem"]["norm"]["mean"],
+      conv.variables["batch_stats"]["encoder"]["stem"]["norm"]["mean"])
