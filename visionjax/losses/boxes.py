@@ -3,6 +3,11 @@
 Box losses act on boxes [..., 4]; the element that ``reduction`` counts is a
 box (the 4 coordinate terms are summed first), so 'mean' is "per box" as in
 Fast R-CNN. ``where`` [...] marks boxes that count (e.g. foreground RoIs).
+
+Counted boxes must have finite coordinates; that is checked in checked mode
+(:func:`visionjax.losses.checked`) only. Unchecked, a NaN in a counted box
+makes the smooth-L1/Huber loss NaN, but the GIoU loss a finite 1 (GIoU 0, see
+:mod:`visionjax.ops.boxes`) whose gradient has NaN entries.
 """
 from __future__ import annotations
 
@@ -11,9 +16,9 @@ from typing import Optional
 import jax.numpy as jnp
 import optax
 
-from visionjax.losses.reduction import check_reduction, reduce_loss, validity_mask
 from visionjax.losses.classification import softmax_cross_entropy
-from visionjax.ops.boxes import check_boxes, generalized_box_iou_elementwise
+from visionjax.losses.reduction import check_class_ids, check_reduction, reduce_loss, validity_mask
+from visionjax.ops.boxes import check_boxes, check_finite_boxes, generalized_box_iou_elementwise
 
 
 def _box_pair(preds, targets):
@@ -23,6 +28,12 @@ def _box_pair(preds, targets):
   if preds.shape != targets.shape:
     raise ValueError(f"targets has shape {targets.shape}; expected the preds shape {preds.shape}")
   return preds, targets
+
+
+def _check_finite_pair(fn, preds, targets, valid):
+  """Checked mode: counted (``valid`` [...]) boxes of both arguments are finite."""
+  check_finite_boxes(fn, preds, "preds", counted=valid)
+  check_finite_boxes(fn, targets, "targets", counted=valid)
 
 
 def _coord_weights(weights, dtype):
@@ -57,6 +68,7 @@ def smooth_l1_loss(preds, targets, *, beta: float = 1.0, weights=None, reduction
   loss = jnp.sum(per_coord * _coord_weights(weights, preds.dtype), axis=-1)
   check_reduction(reduction)
   valid = validity_mask(loss, ignore_index=None, where=where)
+  _check_finite_pair("smooth_l1_loss", preds, targets, valid)
   return reduce_loss(loss, 1.0, valid, reduction)
 
 
@@ -72,6 +84,7 @@ def huber_loss(preds, targets, *, delta: float = 1.0, weights=None, reduction: s
   loss = jnp.sum(per_coord * _coord_weights(weights, preds.dtype), axis=-1)
   check_reduction(reduction)
   valid = validity_mask(loss, ignore_index=None, where=where)
+  _check_finite_pair("huber_loss", preds, targets, valid)
   return reduce_loss(loss, 1.0, valid, reduction)
 
 
@@ -81,11 +94,18 @@ def giou_loss(preds, targets, *, fmt: str = "xyxy", reduction: str = "mean", whe
   Shapes: preds, targets [..., 4] in ``fmt``; result per box [...].
   GIoU = IoU - (|C| - |A ∪ B|)/|C| with C the enclosing box (Rezatofighi et
   al. 2019); empty unions/enclosures give 0 terms (finite gradients).
+  Boxes with ``where == 0`` are replaced by a unit box before the GIoU, so
+  NaN/inf padding there reaches neither the value nor the gradient.
   """
   preds, targets = _box_pair(preds, targets)
-  loss = 1.0 - generalized_box_iou_elementwise(preds, targets, fmt=fmt)
   check_reduction(reduction)
-  valid = validity_mask(loss, ignore_index=None, where=where)
+  valid = validity_mask(preds[..., 0], ignore_index=None, where=where)
+  _check_finite_pair("giou_loss", preds, targets, valid)
+  if where is not None:
+    unit = jnp.asarray([0.0, 0.0, 1.0, 1.0], preds.dtype)  # a proper box in every fmt
+    preds = jnp.where(valid[..., None], preds, unit)
+    targets = jnp.where(valid[..., None], targets, unit)
+  loss = 1.0 - generalized_box_iou_elementwise(preds, targets, fmt=fmt)
   return reduce_loss(loss, 1.0, valid, reduction)
 
 
@@ -118,6 +138,11 @@ def classification_localization_loss(class_logits, box_preds, labels, box_target
     raise ValueError(f"loc_loss={loc_loss!r}; expected one of {LOC_LOSSES}")
   check_reduction(reduction)
   labels = jnp.asarray(labels)
+  if jnp.ndim(class_logits) >= 1 and jnp.shape(class_logits)[:-1] == labels.shape:
+    # Checked mode: fail under this function's name before the parts do.
+    check_class_ids("classification_localization_loss", labels, jnp.shape(class_logits)[-1],
+                    ignore_index=ignore_index,
+                    counted=validity_mask(labels, ignore_index=ignore_index, where=where))
   cls = softmax_cross_entropy(class_logits, labels, ignore_index=ignore_index,
                               label_smoothing=label_smoothing, weights=weights,
                               reduction="none", where=where)
@@ -127,6 +152,7 @@ def classification_localization_loss(class_logits, box_preds, labels, box_target
                      "(one box per label)")
   valid = validity_mask(labels, ignore_index=ignore_index, where=where)
   fg = valid if background_class is None else valid & (labels != background_class)
+  _check_finite_pair("classification_localization_loss", box_preds, box_targets, fg)
   if loc_loss == "smooth_l1":
     loc = smooth_l1_loss(box_preds, box_targets, beta=beta, reduction="none", where=fg)
   elif loc_loss == "huber":

@@ -5,6 +5,12 @@ logits first, then labels, then keyword-only options ``weights`` (per class),
 ``ignore_index`` (integer labels only), ``where`` (extra validity mask) and
 ``reduction`` in {'mean', 'sum', 'none', 'sum_and_count'}. They are pure, trace
 under ``jax.jit``/``vmap`` and never branch in Python on array values.
+
+Label values are only checked in checked mode (:func:`visionjax.losses.checked`,
+see :mod:`visionjax.losses.reduction`); unchecked, a counted label outside
+``[0, C)`` gives an undefined loss (optax clamps the gather: -1 scores as
+class C - 1, C or more gives NaN) and a binary target outside [0, 1] a
+meaningless one.
 """
 from __future__ import annotations
 
@@ -14,8 +20,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from visionjax.losses.reduction import (check_labels_match, check_reduction,
-                                         reduce_loss, validity_mask)
+from visionjax.losses.reduction import (
+  check_class_ids,
+  check_labels_match,
+  check_reduction,
+  check_unit_targets,
+  reduce_loss,
+  validity_mask,
+)
 
 
 def _float(x):
@@ -42,8 +54,12 @@ def _class_weight(weights, safe_labels, num_classes):
   return weights[safe_labels]
 
 
-def _integer_label_setup(logits, labels, ignore_index, where, reduction, min_classes=1):
-  """Checks logits [..., C] / int labels [...]; returns (logits, valid, safe labels)."""
+def _integer_label_setup(fn, logits, labels, ignore_index, where, reduction, min_classes=1):
+  """Checks logits [..., C] / int labels [...]; returns (logits, valid, safe labels).
+
+  Shapes/dtypes at trace time; label values in checked mode only (``fn`` names
+  the caller in the message).
+  """
   logits = _float(logits)
   labels = jnp.asarray(labels)
   if logits.ndim < 1 or logits.shape[-1] < min_classes:
@@ -52,6 +68,7 @@ def _integer_label_setup(logits, labels, ignore_index, where, reduction, min_cla
   check_labels_match(logits.shape, labels.shape)
   check_reduction(reduction)
   valid = validity_mask(labels, ignore_index=ignore_index, where=where)
+  check_class_ids(fn, labels, logits.shape[-1], ignore_index=ignore_index, counted=valid)
   # Ignored labels (e.g. 255) become 0 so every gather stays in range; their
   # loss is masked out by `valid`.
   return logits, valid, jnp.where(valid, labels, 0)
@@ -73,17 +90,19 @@ def softmax_cross_entropy(logits, labels, *, ignore_index: Optional[int] = None,
     l  *= weights[y]
 
   Elements with ``labels == ignore_index`` or ``where == 0`` contribute 0 and
-  are not counted. ``reduction='mean'`` divides by the number of counted
-  elements (not by the sum of class weights); ``'sum_and_count'`` returns
-  ``(sum, count)`` so a data-parallel step can ``psum`` both. ``label_smoothing``
-  may be a traced scalar.
+  are not counted; every other label must be in ``[0, C)`` (checked in checked
+  mode, undefined otherwise: see the module docstring). ``reduction='mean'``
+  divides by the number of counted elements (not by the sum of class
+  weights); ``'sum_and_count'`` returns ``(sum, count)`` so a data-parallel
+  step can ``psum`` both. ``label_smoothing`` may be a traced scalar.
 
   The unsmoothed term is optax's ``softmax_cross_entropy_with_integer_labels``
   (correct and jit-safe); ignored labels are replaced by 0 first because optax
   has no ``ignore_index`` and an out-of-range index such as 255 would gather
   garbage (clamped) rather than raise.
   """
-  logits, valid, safe = _integer_label_setup(logits, labels, ignore_index, where, reduction)
+  logits, valid, safe = _integer_label_setup("softmax_cross_entropy", logits, labels,
+                                             ignore_index, where, reduction)
   num_classes = logits.shape[-1]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
   eps = jnp.asarray(label_smoothing, logits.dtype)
@@ -94,8 +113,11 @@ def softmax_cross_entropy(logits, labels, *, ignore_index: Optional[int] = None,
   return reduce_loss(loss, w, valid, reduction)
 
 
-def _elementwise_setup(logits, labels, weights, ignore_index, where, reduction):
-  """Common checks for sigmoid losses: labels float/int with logits' shape."""
+def _elementwise_setup(fn, logits, labels, weights, ignore_index, where, reduction):
+  """Common checks for sigmoid losses: labels float/int with logits' shape.
+
+  Counted targets must be in [0, 1] (checked mode only; ``fn`` names the caller).
+  """
   logits = _float(logits)
   labels = jnp.asarray(labels)
   if labels.shape != logits.shape:
@@ -103,14 +125,16 @@ def _elementwise_setup(logits, labels, weights, ignore_index, where, reduction):
                      f"{logits.shape} (one binary target per logit)")
   check_reduction(reduction)
   valid = validity_mask(labels, ignore_index=ignore_index, where=where)
+  check_unit_targets(fn, labels, ignore_index=ignore_index, counted=valid)
   targets = jnp.where(valid, labels, 0).astype(logits.dtype)
   if weights is None:
     w = jnp.ones((), jnp.float32)
   else:
     w = jnp.asarray(weights, jnp.float32)
     if logits.ndim == 0 or w.shape != (logits.shape[-1],):
-      raise ValueError(f"weights has shape {w.shape}; expected ({logits.shape[-1] if logits.ndim else 1},)"
-                       " (one weight per class along the last axis)")
+      c = logits.shape[-1] if logits.ndim else 1
+      raise ValueError(f"weights has shape {w.shape}; expected ({c},) (one weight per class "
+                       "along the last axis)")
   return logits, targets, valid, w
 
 
@@ -128,8 +152,8 @@ def sigmoid_binary_cross_entropy(logits, labels, *, weights=None,
   Elements with ``labels == ignore_index`` (e.g. 255 in binary masks) or
   ``where == 0`` are ignored; 'mean' averages over counted elements.
   """
-  logits, targets, valid, w = _elementwise_setup(logits, labels, weights, ignore_index, where,
-                                                 reduction)
+  logits, targets, valid, w = _elementwise_setup("sigmoid_binary_cross_entropy", logits, labels,
+                                                 weights, ignore_index, where, reduction)
   loss = optax.sigmoid_binary_cross_entropy(logits, targets)
   return reduce_loss(loss, w, valid, reduction)
 
@@ -149,8 +173,8 @@ def sigmoid_focal_loss(logits, labels, *, alpha: Optional[float] = 0.25, gamma: 
   gradients for γ < 1 at saturated logits). RetinaNet normalises by the number
   of positive anchors: use ``reduction='sum'`` and divide.
   """
-  logits, targets, valid, w = _elementwise_setup(logits, labels, weights, ignore_index, where,
-                                                 reduction)
+  logits, targets, valid, w = _elementwise_setup("sigmoid_focal_loss", logits, labels, weights,
+                                                 ignore_index, where, reduction)
   loss = optax.sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma)
   return reduce_loss(loss, w, valid, reduction)
 
@@ -170,8 +194,8 @@ def softmax_focal_loss(logits, labels, *, alpha=None, gamma: float = 2.0, weight
   and its gradient stay finite when p_y → 1. Ignoring/reduction as in
   :func:`softmax_cross_entropy`.
   """
-  logits, valid, safe = _integer_label_setup(logits, labels, ignore_index, where, reduction,
-                                             min_classes=2)
+  logits, valid, safe = _integer_label_setup("softmax_focal_loss", logits, labels,
+                                             ignore_index, where, reduction, min_classes=2)
   num_classes = logits.shape[-1]
   onehot = jax.nn.one_hot(safe, num_classes, dtype=bool)
   lse = jax.nn.logsumexp(logits, axis=-1)

@@ -25,6 +25,11 @@ Written here rather than reusing ``optax.losses.dice_loss`` because that
 function raises, on values, when ``apply_softmax=False`` (it calls
 ``jnp.allclose`` on the input and branches in Python, which fails under
 ``jit``), has no ``ignore_index``, and has no multilabel/sigmoid mode for C > 1.
+
+Label values (counted multiclass ids in ``[0, C)``, binary/multilabel targets
+in [0, 1], ``ignore_index`` allowed) are checked only in checked mode
+(:func:`visionjax.losses.checked`). Unchecked, an out-of-range multiclass id
+has an all-zero one-hot row: its pixel adds to P but to no T, silently.
 """
 from __future__ import annotations
 
@@ -33,14 +38,20 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from visionjax.losses.reduction import (broadcast_leading, check_labels_match,
-                                         check_reduction, reduce_loss)
+from visionjax.losses.reduction import (
+  broadcast_leading,
+  check_class_ids,
+  check_labels_match,
+  check_reduction,
+  check_unit_targets,
+  reduce_loss,
+)
 
 MODES = ("binary", "multiclass", "multilabel")
 
 
-def _overlap_sums(logits, labels, *, mode, ignore_index, where, per_sample):
-  """Returns (I, P, T) each [C] or [B, C]."""
+def _overlap_sums(fn, logits, labels, *, mode, ignore_index, where, per_sample):
+  """Returns (I, P, T) each [C] or [B, C]; ``fn`` names the caller in checked mode."""
   if mode not in MODES:
     raise ValueError(f"mode={mode!r}; expected one of {MODES}")
   logits = jnp.asarray(logits)
@@ -73,6 +84,16 @@ def _overlap_sums(logits, labels, *, mode, ignore_index, where, per_sample):
     # `where` marks pixels: [...] (or a leading prefix such as [B]) in every mode.
     w = broadcast_leading(w, logits.shape[:-1], "where")[..., None]
     valid = valid & (w != 0)
+  # Value contract (checked mode only): what is counted must be a class id /
+  # a target in [0, 1]; masked pixels may hold anything.
+  if mode == "multiclass":
+    check_class_ids(fn, labels, logits.shape[-1], ignore_index=ignore_index,
+                    counted=valid[..., 0])
+  elif mode == "binary":  # index the caller's [...] labels, not the added class axis
+    check_unit_targets(fn, labels[..., 0], ignore_index=ignore_index, counted=valid[..., 0])
+  else:
+    check_unit_targets(fn, labels, ignore_index=ignore_index,
+                       counted=jnp.broadcast_to(valid, labels.shape))
   valid = jnp.broadcast_to(valid, probs.shape)
   probs = jnp.where(valid, probs, 0.0)
   targets = jnp.where(valid, targets, 0.0)
@@ -103,7 +124,8 @@ def _finish(score, tsum, weights, skip_empty, gamma, reduction):
 
 def _overlap_loss(kind, logits, labels, *, mode, smooth, eps, alpha=0.5, beta=0.5, gamma=1.0,
                   ignore_index, weights, skip_empty, per_sample, reduction, where):
-  inter, psum, tsum = _overlap_sums(logits, labels, mode=mode, ignore_index=ignore_index,
+  fn = {"dice": "soft_dice_loss", "jaccard": "soft_jaccard_loss"}.get(kind, "tversky_loss")
+  inter, psum, tsum = _overlap_sums(fn, logits, labels, mode=mode, ignore_index=ignore_index,
                                     where=where, per_sample=per_sample)
   if kind == "dice":
     num, den = 2.0 * inter + smooth, psum + tsum + smooth

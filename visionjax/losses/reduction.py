@@ -12,11 +12,31 @@ across the package:
   from PyTorch's weighted mean on purpose, so that a data-parallel mean is
   ``psum(sum) / psum(count)`` with no second weighted count). 0 if count == 0.
 * ``'sum_and_count'`` -> ``(sum(l * v), count)`` for data-parallel trainers.
+
+Checked mode. Shapes and dtypes are checked at trace time (ValueError /
+TypeError). Values cannot be, under ``jit``, so every loss and metric also
+states its value contract (class ids in ``[0, C)`` or ``ignore_index``, targets
+in [0, 1], finite boxes) with :func:`check_all`, a
+``jax.experimental.checkify.debug_check``. Such a check is a no-op unless the
+function is transformed by ``checkify.checkify``, e.g. through
+:func:`checked`::
+
+  ce = visionjax.losses.checked(softmax_cross_entropy, ignore_index=255)
+  err, loss = jax.jit(ce)(logits, labels)
+  err.throw()  # JaxRuntimeError (a ValueError) naming the function and value
+
+In ordinary use the check leaves a ``check[debug=True]`` equation in the
+jaxpr that lowers to nothing, and XLA removes the now-unused predicate, so
+the compiled program is the same as without the check
+(tests/test_bad_inputs.py compares the compiled HLO). Un-jitted (eager) calls
+do evaluate the few element-wise predicate ops and discard the result.
 """
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
+from jax.experimental import checkify
 import jax.numpy as jnp
 
 REDUCTIONS = ("mean", "sum", "none", "sum_and_count")
@@ -87,3 +107,98 @@ def check_labels_match(logits_shape, labels_shape, *, class_axis_last=True, what
     raise ValueError(
         f"labels has shape {tuple(labels_shape)}; expected {tuple(logits_shape[:-1])} "
         f"({what} shape {tuple(logits_shape)} without its last, class axis)")
+
+
+def checked(fn: Callable, /, *, errors=checkify.user_checks, **options) -> Callable:
+  """Checked mode: ``checkify.checkify(partial(fn, **options), errors=errors)``.
+
+  The result returns ``(err, out)``; ``err.throw()`` raises
+  ``checkify.JaxRuntimeError`` (a ValueError) with the first failed check's
+  message, e.g. ``softmax_cross_entropy: labels must be class ids in [0, 10)
+  or ignore_index=255; got labels[0, 3] = -1``. It can be jitted, vmapped or
+  differentiated like ``fn``; ``err.throw()`` must run outside ``jit``.
+
+  Args:
+    fn: any visionjax loss, metric or box op (or a function calling them).
+    errors: checkify error set; ``checkify.user_checks`` (the checks written
+      in visionjax) by default, e.g. ``| checkify.nan_checks`` to add XLA's.
+    **options: non-array keyword arguments bound statically (``reduction``,
+      ``ignore_index``, ``num_classes`` ...), since strings and Python ints
+      cannot be traced arguments of ``jit``.
+  """
+  return checkify.checkify(functools.partial(fn, **options) if options else fn, errors=errors)
+
+
+def _escape(text: str) -> str:
+  return str(text).replace("{", "{{").replace("}", "}}")
+
+
+def check_all(fn: str, ok, values, *, name: str, expected: str) -> None:
+  """Checked-mode assertion that every element of ``ok`` is True.
+
+  A ``checkify.debug_check``: a no-op (no compiled code) unless ``fn`` runs
+  under ``checkify.checkify``, see the module docstring. The message names
+  the first failing element in row-major order and its value::
+
+    "{fn}: {name} must be {expected}; got {name}[i, j] = {value}"
+
+  Args:
+    fn: public function name for the message (e.g. 'softmax_cross_entropy').
+    ok: bool [...] one entry per checked element.
+    values: [...] or [..., K] (e.g. boxes [..., 4]) whose row for the first
+      failing element is printed.
+    name: argument name for the message.
+    expected: what a valid element is, for the message.
+  """
+  ok = jnp.asarray(ok)
+  if ok.size == 0:
+    return
+  first = jnp.argmin(ok.reshape(-1))  # first False; 0 when all pass (unused then)
+  value = jnp.reshape(jnp.asarray(values), (ok.size, -1))[first]
+  if value.shape == (1,):
+    value = value[0]
+  index = {f"i{d}": i for d, i in enumerate(jnp.unravel_index(first, ok.shape))}
+  where = "[" + ", ".join("{" + k + "}" for k in index) + "]" if index else ""
+  msg = f"{_escape(fn)}: {_escape(name)} must be {_escape(expected)}; got {_escape(name)}"
+  checkify.debug_check(jnp.all(ok), msg + where + " = {value}", value=value, **index)
+
+
+def check_class_ids(fn: str, ids, num_classes: Optional[int], *, ignore_index=None,
+                    counted=None, name: str = "labels") -> None:
+  """Checked mode: ids in ``[0, num_classes)`` or equal to ``ignore_index``.
+
+  Args:
+    fn: public function name for the message.
+    ids: int [...] class ids (labels or predictions).
+    num_classes: static C, or None to check only ``ids >= 0``.
+    ignore_index: optional id that is also accepted.
+    counted: optional bool [...] (broadcastable); elements where it is False
+      (masked padding) are not checked.
+    name: argument name for the message.
+  """
+  ids = jnp.asarray(ids)
+  ok = ids >= 0
+  expected = "class ids >= 0"
+  if num_classes is not None:
+    ok = ok & (ids < num_classes)
+    expected = f"class ids in [0, {num_classes})"
+  if ignore_index is not None:
+    ok = ok | (ids == ignore_index)
+    expected += f" or ignore_index={ignore_index}"
+  if counted is not None:
+    ok = ok | ~jnp.broadcast_to(counted, ids.shape)
+  check_all(fn, ok, ids, name=name, expected=expected)
+
+
+def check_unit_targets(fn: str, targets, *, ignore_index=None, counted=None,
+                       name: str = "labels") -> None:
+  """Checked mode: binary targets in [0, 1] (or ``ignore_index``), NaN rejected."""
+  targets = jnp.asarray(targets)
+  ok = (targets >= 0) & (targets <= 1)
+  expected = "targets in [0, 1]"
+  if ignore_index is not None:
+    ok = ok | (targets == ignore_index)
+    expected += f" or ignore_index={ignore_index}"
+  if counted is not None:
+    ok = ok | ~jnp.broadcast_to(counted, targets.shape)
+  check_all(fn, ok, targets, name=name, expected=expected)

@@ -10,9 +10,16 @@ Boxes are float arrays whose last axis has 4 coordinates. Formats:
 height (y, h); :func:`normalize_boxes`/:func:`denormalize_boxes` convert, for
 any of the formats because every format alternates x-like and y-like values.
 All functions are pure, jit/vmap-safe and broadcast over leading axes.
+
+Coordinates must be finite. The IoU/GIoU functions check that only in checked
+mode (``checkify.checkify``, e.g. :func:`visionjax.losses.checked`; see
+:func:`check_finite_boxes`); unchecked, a box with a NaN coordinate gets IoU
+and GIoU 0 with every box (the guarded divisions turn NaN into 0) and an inf
+one IoU 0 or NaN.
 """
 from __future__ import annotations
 
+from jax.experimental import checkify
 import jax.numpy as jnp
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
@@ -25,6 +32,29 @@ def check_boxes(boxes, name="boxes"):
   if not jnp.issubdtype(boxes.dtype, jnp.floating):
     boxes = boxes.astype(jnp.float32)
   return boxes
+
+
+def check_finite_boxes(fn: str, boxes, name: str = "boxes", counted=None) -> None:
+  """Checked mode: every (counted) box of ``boxes`` [..., 4] has finite coordinates.
+
+  A ``checkify.debug_check``, so a no-op that compiles to nothing unless the
+  caller runs under ``checkify.checkify``. The message names ``fn``, the first
+  bad box's index over the leading axes and its 4 coordinates. ``counted``:
+  optional bool [...] (broadcastable); boxes where it is False (masked
+  padding) are not checked.
+  """
+  boxes = jnp.asarray(boxes)
+  ok = jnp.all(jnp.isfinite(boxes), axis=-1)
+  if counted is not None:
+    ok = ok | ~jnp.broadcast_to(jnp.asarray(counted, bool), ok.shape)
+  if ok.size == 0:
+    return
+  first = jnp.argmin(ok.reshape(-1))  # first bad box in row-major order
+  index = {f"i{d}": i for d, i in enumerate(jnp.unravel_index(first, ok.shape))}
+  where = "[" + ", ".join("{" + k + "}" for k in index) + (", :]" if index else ":]")
+  checkify.debug_check(
+      jnp.all(ok), f"{fn}: {name} must have finite coordinates; got {name}{where} = {{box}}",
+      box=boxes.reshape(-1, 4)[first], **index)
 
 
 def _check_fmt(fmt, name):
@@ -121,9 +151,12 @@ def _iou_giou(a, b, giou: bool):
   return iou - _safe_div(enclosing - union, enclosing)
 
 
-def _pairwise(a, b, fmt):
-  a = box_convert(check_boxes(a, "boxes1"), fmt, "xyxy")
-  b = box_convert(check_boxes(b, "boxes2"), fmt, "xyxy")
+def _pairwise(fn, a, b, fmt):
+  a, b = check_boxes(a, "boxes1"), check_boxes(b, "boxes2")
+  check_finite_boxes(fn, a, "boxes1")
+  check_finite_boxes(fn, b, "boxes2")
+  a = box_convert(a, fmt, "xyxy")
+  b = box_convert(b, fmt, "xyxy")
   if a.ndim < 2 or b.ndim < 2:
     raise ValueError(f"boxes1/boxes2 have shapes {a.shape}/{b.shape}; expected [..., N, 4] "
                      "and [..., M, 4]")
@@ -135,7 +168,7 @@ def box_iou(boxes1, boxes2, fmt: str = "xyxy"):
 
   IoU = |A ∩ B| / |A ∪ B|; defined as 0 when the union is empty.
   """
-  a, b = _pairwise(boxes1, boxes2, fmt)
+  a, b = _pairwise("box_iou", boxes1, boxes2, fmt)
   return _iou_giou(a, b, giou=False)
 
 
@@ -145,21 +178,26 @@ def generalized_box_iou(boxes1, boxes2, fmt: str = "xyxy"):
   GIoU = IoU - (|C| - |A ∪ B|) / |C|, C the smallest box enclosing A and B;
   in [-1, 1]. Terms with an empty denominator are 0.
   """
-  a, b = _pairwise(boxes1, boxes2, fmt)
+  a, b = _pairwise("generalized_box_iou", boxes1, boxes2, fmt)
   return _iou_giou(a, b, giou=True)
+
+
+def _elementwise(fn, boxes1, boxes2, fmt):
+  a, b = check_boxes(boxes1, "boxes1"), check_boxes(boxes2, "boxes2")
+  check_finite_boxes(fn, a, "boxes1")
+  check_finite_boxes(fn, b, "boxes2")
+  return box_convert(a, fmt, "xyxy"), box_convert(b, fmt, "xyxy")
 
 
 def box_iou_elementwise(boxes1, boxes2, fmt: str = "xyxy"):
   """IoU of corresponding boxes: [...] for boxes1, boxes2 [..., 4] (broadcast)."""
-  a = box_convert(check_boxes(boxes1, "boxes1"), fmt, "xyxy")
-  b = box_convert(check_boxes(boxes2, "boxes2"), fmt, "xyxy")
+  a, b = _elementwise("box_iou_elementwise", boxes1, boxes2, fmt)
   return _iou_giou(a, b, giou=False)
 
 
 def generalized_box_iou_elementwise(boxes1, boxes2, fmt: str = "xyxy"):
   """GIoU of corresponding boxes: [...] for boxes1, boxes2 [..., 4] (broadcast)."""
-  a = box_convert(check_boxes(boxes1, "boxes1"), fmt, "xyxy")
-  b = box_convert(check_boxes(boxes2, "boxes2"), fmt, "xyxy")
+  a, b = _elementwise("generalized_box_iou_elementwise", boxes1, boxes2, fmt)
   return _iou_giou(a, b, giou=True)
 
 
