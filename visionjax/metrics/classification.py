@@ -4,16 +4,20 @@ Device-side functions (``confusion_matrix``, ``accuracy``, ``top_k_correct``,
 ``top_k_accuracy``) are pure and jit-safe and return sums/counts that merge by
 addition (``psum`` across devices, ``+`` across batches). Host-side functions
 (``precision_recall_f1`` ...) turn a confusion matrix into scores with NumPy.
+
+Id values are checked in checked mode only (:func:`visionjax.losses.checked`):
+counted labels must be in ``[0, C)`` (or the
+``ignore_index``), predicted ids in ``[0, C)``. Unchecked, the documented
+conventions below apply (out-of-range ids are never counted / never hits).
 """
 from __future__ import annotations
 
 from typing import Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from visionjax.losses.reduction import broadcast_leading, check_reduction
+from visionjax.losses.reduction import broadcast_leading, check_class_ids, check_reduction
 
 
 def _check_int(x, name):
@@ -22,7 +26,7 @@ def _check_int(x, name):
 
 
 def confusion_counts(labels, preds, num_classes: int, *, ignore_index: Optional[int] = None,
-                     mask=None, void_column: bool = False):
+                     mask=None, void_column: bool = False, caller: str = "confusion_counts"):
   """Shared jit-safe confusion-matrix kernel (see :func:`confusion_matrix`).
 
   Every element is mapped to the flat cell ``label * W + pred`` (W = C, or
@@ -33,6 +37,10 @@ def confusion_counts(labels, preds, num_classes: int, *, ignore_index: Optional[
   charged to the row's class). Ids are never clamped, so stray values cannot
   corrupt a real cell. Counts are int32 and exact (scatter-add, no float
   matmul that would round above 2**24).
+
+  In checked mode, a counted label (not ignored, not masked) outside [0, C)
+  or, without ``void_column``, a prediction outside [0, C) on such an element
+  is an error naming ``caller`` (the public function that was called).
   """
   labels = jnp.asarray(labels)
   preds = jnp.asarray(preds)
@@ -51,6 +59,12 @@ def confusion_counts(labels, preds, num_classes: int, *, ignore_index: Optional[
   if mask is not None:
     mask = broadcast_leading(jnp.asarray(mask), labels.shape, "mask")
     valid = valid & (mask != 0)
+  counted = jnp.ones(labels.shape, bool) if mask is None else mask != 0
+  check_class_ids(caller, labels, c, ignore_index=ignore_index, counted=counted)
+  if not void_column:  # with it, out-of-range predictions are the void column, not errors
+    if ignore_index is not None:
+      counted = counted & (labels != ignore_index)
+    check_class_ids(caller, preds, c, counted=counted, name="preds")
   if void_column:
     col = jnp.where(pred_ok, preds.astype(jnp.int32), c)
   else:
@@ -77,7 +91,14 @@ def confusion_matrix(labels, preds, num_classes: int, *, mask=None):
     ``sklearn.metrics.confusion_matrix(labels, preds, labels=range(C))``.
     Ids outside [0, C) are not counted. Merges across batches/devices by ``+``.
   """
-  return confusion_counts(labels, preds, num_classes, mask=mask)
+  return confusion_counts(labels, preds, num_classes, mask=mask, caller="confusion_matrix")
+
+
+def _counted(labels, mask):
+  """bool [...] of elements that count (``mask != 0``), for the value checks."""
+  if mask is None:
+    return None
+  return broadcast_leading(jnp.asarray(mask), labels.shape, "mask") != 0
 
 
 def _valid_count(labels, mask):
@@ -113,7 +134,7 @@ def top_k_correct(logits, labels, k: int = 1, *, mask=None):
   Formula: example n is a hit iff ``#{c : z_nc > z_n,y_n} < k`` (ties broken in
   favour of the true class; with continuous scores there are no ties and this
   equals ``sklearn.metrics.top_k_accuracy_score`` times the count). Labels
-  outside [0, C) are never hits.
+  outside [0, C) are never hits (and an error in checked mode).
   """
   return top_k_accuracy(logits, labels, k, mask=mask, reduction="sum")
 
@@ -132,6 +153,7 @@ def top_k_accuracy(logits, labels, k: int = 1, *, mask=None, reduction: str = "m
   c = logits.shape[-1]
   if not isinstance(k, (int, np.integer)) or not 1 <= k <= c:
     raise ValueError(f"k={k!r}; expected a Python int in [1, {c}]")
+  check_class_ids("top_k_accuracy", labels, c, counted=_counted(labels, mask))
   in_range = (labels >= 0) & (labels < c)
   safe = jnp.where(in_range, labels, 0)
   true_score = jnp.take_along_axis(logits, safe[..., None], axis=-1)
@@ -139,8 +161,9 @@ def top_k_accuracy(logits, labels, k: int = 1, *, mask=None, reduction: str = "m
   return _reduce_hits((n_above < k) & in_range, labels, mask, reduction)
 
 
-def accuracy(preds_or_logits, labels, *, mask=None, reduction: str = "mean"):
-  """Accuracy = #(pred == label) / #counted.
+def accuracy(preds_or_logits, labels, *, mask=None, reduction: str = "mean",
+             num_classes: Optional[int] = None):
+  """Accuracy = #(pred == label, label a class id) / #counted.
 
   Args:
     preds_or_logits: int [...] predicted classes, or float [..., C] logits
@@ -149,18 +172,40 @@ def accuracy(preds_or_logits, labels, *, mask=None, reduction: str = "mean"):
     mask: optional validity mask (same shape as labels or a leading prefix).
     reduction: 'mean' (default), 'sum' (int32 number correct),
       'sum_and_count' (``(correct, count)`` for psum), or 'none' (bool hits).
+    num_classes: optional static C for int predictions (logits give it).
+
+  A negative label is never a hit, even when the prediction equals it (e.g.
+  both -1), and with C known neither is a label >= C; such labels are still
+  counted in the denominator, as in :func:`top_k_accuracy`. In checked mode
+  a counted label outside [0, C) (``>= 0`` when C is unknown), or such an int
+  prediction, is an error.
   """
   x = jnp.asarray(preds_or_logits)
   labels = jnp.asarray(labels)
   _check_int(labels, "labels")
-  if jnp.issubdtype(x.dtype, jnp.floating):
+  is_logits = jnp.issubdtype(x.dtype, jnp.floating)
+  c = num_classes
+  if c is not None and (not isinstance(c, (int, np.integer)) or c < 1):
+    raise ValueError(f"num_classes={c!r}; expected a positive Python int (static)")
+  if is_logits:
     if x.shape[:-1] != labels.shape:
       raise ValueError(f"labels has shape {labels.shape}; expected {x.shape[:-1]} "
                        f"(logits shape {x.shape} without its class axis)")
-    x = jnp.argmax(x, axis=-1)
+    if c is not None and c != x.shape[-1]:
+      raise ValueError(f"num_classes={c}; expected None or {x.shape[-1]}, the logits' class "
+                       "axis")
+    c = x.shape[-1]
+    x = jnp.argmax(x, axis=-1)  # in [0, C): a label >= C never equals it
   elif x.shape != labels.shape:
     raise ValueError(f"preds has shape {x.shape}; expected the labels shape {labels.shape}")
-  return _reduce_hits(x == labels, labels, mask, reduction)
+  counted = _counted(labels, mask)
+  check_class_ids("accuracy", labels, c, counted=counted)
+  if not is_logits:
+    check_class_ids("accuracy", x, c, counted=counted, name="preds")
+  hits = (x == labels) & (labels >= 0)
+  if not is_logits and c is not None:  # ids >= C are not classes either
+    hits = hits & (labels < c)
+  return _reduce_hits(hits, labels, mask, reduction)
 
 
 AVERAGES = (None, "micro", "macro", "weighted")

@@ -5,6 +5,11 @@ rows = ground truth, columns = prediction. It merges by addition: ``+`` across
 batches, ``jax.lax.psum`` across devices inside ``pmap``/``shard_map``, or
 simply by computing it under ``jit`` on a sharded batch. Scores are computed
 once on host, in float64, by :func:`segmentation_scores`.
+
+In checked mode (:func:`visionjax.losses.checked`) a counted pixel whose
+label is outside ``[0, C)`` and not ``ignore_index``, or (without the void
+column) whose prediction is outside ``[0, C)``, is an error naming the
+function, the pixel and the value; unchecked, such pixels are not counted.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ def confusion_matrix(labels, preds, num_classes: int, *, ignore_index: Optional[
     non-evaluated labels. Jit-safe; int32 is exact up to 2**31 - 1 per cell.
   """
   return confusion_counts(labels, preds, num_classes, ignore_index=ignore_index, mask=mask,
-                          void_column=void_column)
+                          void_column=void_column, caller="segmentation.confusion_matrix")
 
 
 def init_state(num_classes: int, *, void_column: bool = False):
@@ -53,8 +58,8 @@ def update_state(state, labels, preds, *, ignore_index: Optional[int] = 255, mas
   ``state`` is [C, C] or [C, C + 1] (void column, see :func:`confusion_matrix`).
   """
   c, width = state.shape
-  return state + confusion_matrix(labels, preds, c, ignore_index=ignore_index, mask=mask,
-                                  void_column=width == c + 1)
+  return state + confusion_counts(labels, preds, c, ignore_index=ignore_index, mask=mask,
+                                  void_column=width == c + 1, caller="update_state")
 
 
 def _divide(num, den):
