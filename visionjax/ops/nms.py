@@ -10,18 +10,66 @@ already kept box is ``> iou_threshold``. The implementation picks the best
 remaining box, marks every remaining box that overlaps it by more than the
 threshold as suppressed, and repeats K times (or until none remain) — O(K·N)
 work, O(N) memory, and the same kept set and order as the greedy loop.
+
+Invalid boxes are dropped before the loop, exactly like ``valid=False`` ones:
+a box is valid iff its 4 coordinates are finite and, in xyxy form,
+``x2 > x1`` and ``y2 > y1``. So NaN/inf, inverted and zero-area boxes are
+never kept and never suppress anything (torchvision keeps them: a zero-area
+box has IoU 0 with everything, so it would survive every suppression).
+
+Thresholds given as Python/NumPy numbers are checked at trace time
+(ValueError). A traced threshold cannot be; see :func:`nms` for what an
+out-of-range one does, and run under ``checkify.checkify`` (e.g.
+``visionjax.losses.checked``) to have it rejected at run time.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
+import numpy as np
 
-from visionjax.ops.boxes import check_boxes, box_convert, box_iou_elementwise
+from visionjax.ops.boxes import box_convert, box_iou_elementwise, check_boxes
 
 
-def _prepare(boxes, scores, fmt, valid, classes, max_output_size, score_threshold):
+def _check_threshold(fn, name, value, lo=0.0, hi=1.0):
+  """Rejects a concrete scalar ``value`` outside [lo, hi], or NaN, at trace time.
+
+  ``hi=None`` rejects only NaN. A traced value cannot be compared in Python:
+  it gets a checkify debug check instead (raises in checked mode only).
+  """
+  if value is None:
+    return
+  expected = "not NaN" if hi is None else f"in [{lo}, {hi}]"
+  if np.ndim(value) != 0:
+    if hi is None:  # e.g. per-box score thresholds: broadcast, not checked
+      return
+    raise ValueError(f"{fn}: {name} has shape {np.shape(value)}; expected a scalar {expected}")
+  try:
+    v = float(value)
+  except (TypeError, jax.errors.ConcretizationTypeError):  # traced under jit/vmap
+    v = jnp.asarray(value)
+    ok = ~jnp.isnan(v) if hi is None else (v >= lo) & (v <= hi)
+    checkify.debug_check(ok, f"{fn}: {name} must be {expected}; got {{v}}", v=v)
+    return
+  if math.isnan(v) or (hi is not None and not lo <= v <= hi):
+    raise ValueError(f"{fn}: {name}={value!r}; expected a number {expected}")
+
+
+def _proper_boxes(xyxy):
+  """bool [...]: xyxy boxes [..., 4] with finite coordinates, x2 > x1 and y2 > y1.
+
+  Comparisons with NaN are False, so NaN boxes fail the size tests too; the
+  isfinite test is there for inf (inf > x1 holds).
+  """
+  return (jnp.all(jnp.isfinite(xyxy), axis=-1) & (xyxy[..., 2] > xyxy[..., 0]) &
+          (xyxy[..., 3] > xyxy[..., 1]))
+
+
+def _prepare(fn, boxes, scores, fmt, valid, classes, max_output_size, score_threshold):
   boxes = box_convert(check_boxes(boxes), fmt, "xyxy")
   scores = jnp.asarray(scores)
   if boxes.ndim != 2:
@@ -30,12 +78,17 @@ def _prepare(boxes, scores, fmt, valid, classes, max_output_size, score_threshol
   n = boxes.shape[0]
   if scores.shape != (n,):
     raise ValueError(f"scores has shape {scores.shape}; expected ({n},) to match boxes")
-  live = ~jnp.isnan(scores)
+  box_ok = _proper_boxes(boxes)
+  # Invalid boxes are dead from the start; zeroing them keeps NaN out of the
+  # IoU of live boxes (and out of checked mode's finite-box check).
+  boxes = jnp.where(box_ok[:, None], boxes, 0.0)
+  live = ~jnp.isnan(scores) & box_ok
   if valid is not None:
     valid = jnp.asarray(valid)
     if valid.shape != (n,):
       raise ValueError(f"valid has shape {valid.shape}; expected ({n},)")
     live = live & valid.astype(bool)
+  _check_threshold(fn, "score_threshold", score_threshold, hi=None)
   if score_threshold is not None:
     live = live & (scores >= score_threshold)
   if classes is not None:
@@ -61,11 +114,19 @@ def nms(boxes, scores, iou_threshold: float = 0.5, *, max_output_size: Optional[
   """Greedy NMS with static shapes.
 
   Args:
-    boxes: float [N, 4] in ``fmt``.
+    boxes: float [N, 4] in ``fmt``. Invalid boxes (NaN/inf coordinates,
+      x2 <= x1 or y2 <= y1: inverted or zero-area) are never kept and never
+      suppress others, as if ``valid`` were False for them.
     scores: float [N]. NaN scores are never kept.
-    iou_threshold: a box is suppressed by a kept box when IoU > threshold.
+    iou_threshold: a box is suppressed by a kept box when IoU > threshold;
+      in [0, 1]. A Python/NumPy number outside [0, 1] or NaN raises
+      ValueError. A traced one is not checked unless under
+      ``checkify.checkify``: NaN then suppresses nothing (``IoU > NaN`` is
+      False), a negative value suppresses every other box (of the same
+      class), above 1 nothing.
     max_output_size: static K (default N).
-    score_threshold: optional; boxes with score < threshold are dropped first.
+    score_threshold: optional; boxes with score < threshold are dropped first
+      (NaN raises ValueError when concrete; traced, it drops every box).
     valid: optional bool [N] marking real (non-padding) boxes.
     classes: optional int [N]; if given, suppression only within a class
       (class-aware / "batched" NMS).
@@ -75,7 +136,8 @@ def nms(boxes, scores, iou_threshold: float = 0.5, *, max_output_size: Optional[
     ``(indices, valid)``: int32 [K] indices into the inputs in decreasing
     score order, padded with -1, and bool [K] marking the real entries.
   """
-  boxes, scores, live, classes, k = _prepare(boxes, scores, fmt, valid, classes,
+  _check_threshold("nms", "iou_threshold", iou_threshold)
+  boxes, scores, live, classes, k = _prepare("nms", boxes, scores, fmt, valid, classes,
                                             max_output_size, score_threshold)
   n = boxes.shape[0]
   # Rank of every box in the greedy visiting order (stable: ties -> lower index);
@@ -131,7 +193,10 @@ def soft_nms(boxes, scores, *, sigma: float = 0.5, iou_threshold: float = 0.3,
   * ``'hard'``:     w = 0 if o > iou_threshold else 1   (classic NMS)
 
   Boxes whose current score falls below ``score_threshold`` are discarded.
-  With ``classes`` the decay applies only within a class.
+  With ``classes`` the decay applies only within a class. Invalid boxes
+  (NaN/inf, inverted, zero-area) are never selected, as in :func:`nms`;
+  concrete ``iou_threshold`` outside [0, 1], ``sigma <= 0`` or NaN thresholds
+  raise ValueError.
 
   Returns:
     ``(indices, scores, valid)``: int32 [K] (-1 padded), float [K] decayed
@@ -139,7 +204,10 @@ def soft_nms(boxes, scores, *, sigma: float = 0.5, iou_threshold: float = 0.3,
   """
   if method not in ("gaussian", "linear", "hard"):
     raise ValueError(f"method={method!r}; expected 'gaussian', 'linear' or 'hard'")
-  boxes, scores, live, classes, k = _prepare(boxes, scores, fmt, valid, classes,
+  _check_threshold("soft_nms", "iou_threshold", iou_threshold)
+  if method == "gaussian" and isinstance(sigma, (int, float, np.number)) and not sigma > 0:
+    raise ValueError(f"soft_nms: sigma={sigma!r}; expected > 0 (w = exp(-IoU² / sigma))")
+  boxes, scores, live, classes, k = _prepare("soft_nms", boxes, scores, fmt, valid, classes,
                                             max_output_size, score_threshold)
   n = boxes.shape[0]
   out_idx = jnp.full((k,), -1, jnp.int32)
