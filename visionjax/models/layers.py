@@ -36,7 +36,22 @@ def _pair(v: IntPair) -> Tuple[int, int]:
 
 def check_images(images: jax.Array, model: str,
                  channels: Optional[int] = None) -> None:
-  """Raises ValueError unless `images` is [B, H, W, C] (with C == channels)."""
+  """Raises ValueError unless `images` is float [B, H, W, C] (C == channels).
+
+  Trace-time checks only (shape and dtype), so free under jit. Integer and
+  bool images (e.g. raw uint8 pixels) are rejected: the zoo expects images
+  already normalized with the dataset mean/std, and silently casting 0..255
+  would train on a different input distribution. Any float width is
+  accepted and cast by the model to its compute `dtype` (float64 arrays,
+  which exist only with jax_enable_x64, included; NumPy float64 passed
+  without x64 already becomes float32 in jnp). Whether C matches the
+  channels the params were built with is checked by `ZooModule.apply`.
+  """
+  dtype = np.dtype(images.dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(
+        f"{model}: expected float images normalized as in "
+        f"config.dataset.mean/std; got {dtype.name}")
   if images.ndim != 4:
     raise ValueError(
         f"{model}: images must have rank 4 [B, H, W, C], got shape "
@@ -55,11 +70,57 @@ class ZooModule(nn.Module):
   devices; harmless on models without BatchNorm), `dtype` is the compute
   dtype and `param_dtype` the parameters'. Keyword-only, so subclasses keep
   their own positional fields.
+
+  Input checks shared by the zoo (besides `check_images` in each model):
+  a `num_classes` field must be a positive int (checked at construction),
+  and `apply` compares the channels reaching the first convolution with the
+  input channels its kernel was built for, so a mismatch is a ValueError
+  naming both rather than Flax's ScopeParamShapeError.
   """
   _: dataclasses.KW_ONLY
   axis_name: Optional[str] = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+
+  def __post_init__(self) -> None:
+    n = getattr(self, "num_classes", None)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                          or n < 1):
+      raise ValueError(f"{type(self).__name__}: num_classes={n!r}; expected a "
+                       "positive int (a class axis of size 0 has no logits)")
+    super().__post_init__()
+
+  @nn.nowrap
+  def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
+    """`nn.Module.apply`, first checking the input channels (see class doc).
+
+    The first `nn.Conv` called is the one that sees the images (every zoo
+    model starts with one), so it is intercepted once: when its kernel
+    already exists (i.e. not while initializing) and was built for K input
+    channels, inputs with C != K channels raise ValueError. Trace-time only.
+    """
+    seen = []
+
+    def first_conv(next_fun, call_args, call_kwargs, context):
+      conv = context.module
+      if (not seen and isinstance(conv, nn.Conv) and context.method_name == "__call__"
+          and call_args and conv.has_variable("params", "kernel")):
+        seen.append(True)
+        kernel_shape = np.shape(nn.meta.unbox(conv.get_variable("params", "kernel")))
+        built = kernel_shape[-2] * conv.feature_group_count
+        got = np.shape(call_args[0])
+        if got and got[-1] != built:
+          # Name the caller's image shape (the conv may see a padded copy).
+          shown = np.shape(args[0]) if args and np.shape(args[0])[-1:] == got[-1:] else got
+          raise ValueError(
+              f"{type(self).__name__}: expected images with {built} channels, as the "
+              f"params were built (first convolution {'/'.join(conv.path)!r} has kernel "
+              f"shape {tuple(kernel_shape)}); got images of shape {tuple(shown)} with "
+              f"{got[-1]} channels")
+      return next_fun(*call_args, **call_kwargs)
+
+    with nn.intercept_methods(first_conv):
+      return super().apply(variables, *args, **kwargs)
 
 
 def batch_norm(train: bool, axis_name: Optional[str], dtype: Dtype,
