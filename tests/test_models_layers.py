@@ -209,7 +209,7 @@ def test_encoder_strides_and_output_stride():
 def test_segnet_decoder_unpools_at_the_encoder_argmax_positions():
   """The decoder's unpooled map is NumPy pool-with-indices + unpool of the
   encoder output: values at the argmax positions, zeros elsewhere."""
-  from test_pooling import np_pool, np_unpool
+  from test_ops_pooling import np_pool, np_unpool
   model = vm.create("segnet", stage_sizes=(1,), widths=(3,), num_classes=2)
   x = jax.random.normal(jax.random.key(0), (1, 6, 8, 3))
   variables = jax.jit(model.init)(jax.random.key(1, impl="rbg"), x)

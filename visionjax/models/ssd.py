@@ -22,7 +22,7 @@ Registered models:
   ssd300_vgg16    VGG-16 (conv4_3 + L2Norm, dilated fc6/fc7) + 4 extras at
                   300×300: maps 38, 19, 10, 5, 3, 1 -> 8,732 default boxes;
                   26,285,486 parameters at K = 20 ("about 26.3M"; counted
-                  layer by layer in tests/test_ssd_models.py).
+                  layer by layer in tests/test_models_ssd.py).
   ssd512_vgg16    the same with 5 extras at 512×512: 64 .. 1 -> 24,564 boxes.
   ssd300_resnet18 a lighter SSD: ResNet-18 layer2/3/4 (strides 8, 16, 32) +
                   3 BatchNorm extras at 300×300, the SSD300 default boxes.

@@ -12,7 +12,7 @@ one-hot multiply and a reshape, so there is no scatter at all and it is fast
 on CPU, GPU and TPU alike. Overlapping windows fall back to a scatter. The
 gradients are what autodiff gives those formulations: pooling routes the
 cotangent to the argmax position, unpooling gathers it from there (tested
-against NumPy in tests/test_pooling.py).
+against NumPy in tests/test_ops_pooling.py).
 """
 from __future__ import annotations
 
