@@ -146,6 +146,21 @@ def test_onnx_round_trip(built, case, tmp_path):
   _round_trip(call, model, variables, hwc)
 
 
+def test_onnx_fixed_batch_round_trip_lenet5(tmp_path):
+  # A fixed batch converts models whose symbolic-batch conversion fails
+  # (LeNet-5's zero padding); LeNet-5 also takes the jaxpr way, as jax2onnx's
+  # nn.avg_pool patch refuses its positional window argument.
+  pytest.importorskip("jax2onnx")
+  pytest.importorskip("onnxruntime")
+  hwc = (28, 28, 1)
+  model = vm.create("lenet5", num_classes=3)
+  variables = _variables(model, hwc)
+  call = export.load_onnx(export.export_onnx(model, variables, tmp_path / "lenet5.onnx",
+                                             input_shape=(3, *hwc)))
+  images = _images(3, hwc)
+  _assert_same(call(images), _reference(model, variables, images))
+
+
 def test_onnx_postprocess_is_a_clear_value_error(built, tmp_path):
   # jax2onnx 0.17 cannot lower the NMS's batched scatter. When it can, turn
   # this into a round trip like the ones above.

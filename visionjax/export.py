@@ -283,9 +283,14 @@ def export_onnx(model: nn.Module, variables: Mapping[str, Any], path: str | os.P
 
   Raises:
     ValueError: when jax2onnx cannot convert the function (an unsupported
-      primitive or pattern), naming the model and each way's error. Known:
-      SSD post-processing (the vmapped NMS writes with a batched scatter,
-      which jax2onnx 0.17 does not lower).
+      primitive or pattern), naming the model and each way's error. Known
+      with jax2onnx 0.17.1: SSD post-processing (the vmapped NMS writes with a
+      batched scatter, which jax2onnx does not lower); with a symbolic batch,
+      models that resize (FCN, DeepLabV3, bilinear U-Net: the resize patch
+      needs a constant batch), SegNet (``rem`` in its unpooling indices) and
+      LeNet-5 (``lax.pad``; its traced way fails on jax2onnx's
+      keyword-only ``nn.avg_pool`` patch). All of those but the
+      post-processing convert with a fixed batch.
     ImportError: without jax2onnx (``pip install visionjax[export]``).
   """
   j2o = _require("jax2onnx", "export_onnx")
@@ -312,8 +317,12 @@ def export_onnx(model: nn.Module, variables: Mapping[str, Any], path: str | os.P
     except Exception as e:  # any converter failure becomes the ValueError below
       errors.append(f"{how}: {type(e).__name__}: {_first_line(e)}")
   what = type(model).__name__ + (" with SSD post-processing" if pp is not None else "")
+  hint = ""
+  if input_shape[0] is None and any("Symbolic dimension" in e for e in errors):
+    # Some jax2onnx lowerings (resize, pad, rem) need every dimension known.
+    hint = "; a fixed batch, input_shape=(N, H, W, C), may convert"
   raise ValueError(f"jax2onnx {_version('jax2onnx')} cannot convert {what} to ONNX; "
-                   + "; ".join(errors))
+                   + "; ".join(errors) + hint)
 
 
 def load_onnx(path: str | os.PathLike) -> Callable[[Any], Any]:
