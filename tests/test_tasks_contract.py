@@ -129,6 +129,8 @@ def test_task_contract(name, tmp_path):
   sums_r, summary_r = _sums_and_summary(task, real_out, real)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), sums_p, sums_r)
   assert summary_p.keys() == summary_r.keys()
+  scalars = {k for k, v in summary_p.items() if np.ndim(v) == 0 and not isinstance(v, list)}
+  assert scalars == set(task.metrics)  # what best_metric is validated against
   for k in summary_p:
     np.testing.assert_allclose(np.asarray(summary_p[k], np.float64),
                                np.asarray(summary_r[k], np.float64), rtol=1e-5, err_msg=k)

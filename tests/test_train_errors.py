@@ -31,6 +31,15 @@ def test_unknown_config_key_lists_valid_keys(tiny_data_dir):
     ("optimizer.name", "lion", r"optimizer.name='lion' is not valid; expected one of"),
     ("task", "captioning", r"task='captioning' is not valid"),
     ("batch_size", 12, r"batch_size=12 must be divisible by the number of devices \(8\)"),
+    ("optimizer.learning_rate", -0.1, r"optimizer.learning_rate=-0.1 must be > 0"),
+    ("optimizer.learning_rate", float("nan"), r"optimizer.learning_rate=nan must be > 0"),
+    ("eval_every_steps", -1, r"eval_every_steps=-1 must be >= 0 \(0: never\)"),
+    ("checkpoint.every_steps", -1, r"checkpoint.every_steps=-1 must be >= 0"),
+    ("checkpoint.keep", 0, r"checkpoint.keep=0 must be >= 1"),
+    ("checkpoint.best_metric", "mIoU", r"best_metric='mIoU' is not a metric of task "
+                                       r"'classification'; expected one of \['loss', 'accuracy'"),
+    ("model.name", "unet_small", r"model 'unet_small' is a segmentation model; task "
+                                 r"'classification' needs one of \[.*'small_cnn'"),
 ])
 def test_bad_names_and_values(tiny_data_dir, field, value, pattern):
   c = tiny_config(tiny_data_dir)
@@ -66,6 +75,23 @@ def test_malformed_batch_is_rejected_before_xla(tiny_data_dir, change, pattern):
   batch = next(spine_fixtures.train_dataset(config).as_numpy_iterator())
   with pytest.raises(ValueError, match=pattern):
     exp.train_step(exp.create_state(), exp.engine.put_batch(change(batch)))
+
+
+def test_eval_batch_size_is_rounded_up_to_the_devices(tiny_data_dir):
+  c = tiny_config(tiny_data_dir, eval_batch_size=250)  # cnn_digits' value, 8 devices
+  exp = loop.build(c)
+  assert exp.eval_batch_size == 256
+  batches = list(exp.eval_batches())
+  assert len(batches) == 1 and batches[0]["valid"].sum() == 32  # tiny: 32 test images
+
+
+def test_missing_eval_split_fails_before_training(tiny_data_dir, tmp_path):
+  c = tiny_config(tiny_data_dir)
+  c.dataset.eval_split = "validation"
+  with pytest.raises(ValueError, match=r"has no split 'validation'.*its splits are \['test', "
+                                       r"'train'\]"):
+    loop.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no step was taken
 
 
 def test_unwritable_workdir(tiny_data_dir, tmp_path):

@@ -100,3 +100,17 @@ def test_storage_urls_stay_urls(tmp_path, monkeypatch):
   assert os.fspath(paths.resolve("~/x")) == os.path.expanduser("~/x")
   assert os.fspath(paths.resolve("rel/dir")) == str(tmp_path / "rel" / "dir")
   assert os.listdir(tmp_path) == []
+
+
+def test_torn_metrics_line_is_skipped_and_the_next_record_starts_clean(tmp_path):
+  from visionjax.train import reporting
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1, "split": "train", "loss": 1.0}\n{"step": 2, "spl')
+  assert [r["step"] for r in reporting.read_metrics(tmp_path)] == [1]
+  w = reporting.MetricWriter(tmp_path)
+  w.write(3, "train", {"loss": 0.5})
+  w.close()
+  assert [r["step"] for r in reporting.read_metrics(tmp_path)] == [1, 3]
+  path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+  with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not JSON"):
+    reporting.read_metrics(tmp_path)

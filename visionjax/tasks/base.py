@@ -79,10 +79,13 @@ class Task(abc.ABC):
     dense:       per-pixel targets: fixed-size fitting keeps the aspect
                  ratio and pads (never enlarges), so every labelled pixel is
                  scored once; other tasks stretch to ``image_size``.
+    metrics:     the scalar metrics ``summarize`` reports (candidates for
+                 ``config.checkpoint.best_metric``; checked before training).
   """
   name: ClassVar[str]
   annotation: ClassVar[str]
   dense: ClassVar[bool] = False
+  metrics: ClassVar[tuple[str, ...]]
   num_classes: int
 
   # ------------------------------------------------------------ input side

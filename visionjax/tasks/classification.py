@@ -22,6 +22,8 @@ class ClassificationTask(base.Task):
   """
   name: ClassVar[str] = "classification"
   annotation: ClassVar[str] = "label"
+  metrics: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "macro_precision", "macro_recall",
+                                        "macro_f1", "num_examples")
   num_classes: int
   label_smoothing: float = 0.0
 

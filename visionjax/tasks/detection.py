@@ -56,6 +56,9 @@ class DetectionTask(base.Task):
   """
   name: ClassVar[str] = "detection"
   annotation: ClassVar[str] = "boxes"
+  metrics: ClassVar[tuple[str, ...]] = ("loss", "loc_loss", "conf_loss", "map50_voc07", "map50",
+                                        "coco_ap", "coco_ap50", "coco_ap75", "coco_ar100",
+                                        "num_images")
   num_classes: int
   match_iou: float = 0.5
   neg_pos_ratio: float = 3.0

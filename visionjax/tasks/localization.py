@@ -29,6 +29,8 @@ class LocalizationTask(base.Task):
   """
   name: ClassVar[str] = "localization"
   annotation: ClassVar[str] = "boxes"
+  metrics: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "mean_iou", "correct_loc",
+                                        "num_examples")
   num_classes: int
   box_weight: float = 1.0
   loc_loss: str = "smooth_l1"

@@ -36,6 +36,8 @@ class SegmentationTask(base.Task):
   name: ClassVar[str] = "segmentation"
   annotation: ClassVar[str] = "mask"
   dense: ClassVar[bool] = True
+  metrics: ClassVar[tuple[str, ...]] = ("loss", "pixel_accuracy", "mean_pixel_accuracy", "miou",
+                                        "fwiou", "mean_dice")
   num_classes: int
   ignore_index: int = 255
   label_smoothing: float = 0.0

@@ -98,5 +98,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in ("batch_size", "eval_batch_size", "num_train_steps", "log_every_steps"):
     if int(config[key]) <= 0:
       raise ValueError(f"{key}={config[key]!r} must be a positive integer")
+  # Intervals: 0 means never; a negative one would fire every step.
+  for key, value in (("eval_every_steps", config.eval_every_steps),
+                     ("checkpoint.every_steps", config.checkpoint.every_steps),
+                     ("num_visualizations", config.num_visualizations)):
+    if int(value) < 0:
+      raise ValueError(f"{key}={value!r} must be >= 0 (0: never)")
+  if int(config.checkpoint.keep) < 1:
+    raise ValueError(f"checkpoint.keep={config.checkpoint.keep!r} must be >= 1 (it would "
+                     "delete every periodic checkpoint)")
+  opt = config.optimizer
+  if not float(opt.learning_rate) > 0:  # also catches NaN
+    raise ValueError(f"optimizer.learning_rate={opt.learning_rate!r} must be > 0 (the "
+                     "schedule scales it; a negative rate ascends the loss)")
+  for key in ("weight_decay", "grad_clip_norm", "warmup_steps"):
+    if not float(opt[key]) >= 0:
+      raise ValueError(f"optimizer.{key}={opt[key]!r} must be >= 0")
+  metric = config.checkpoint.best_metric
+  task_metrics = tasks.REGISTRY[config.task].metrics
+  if metric and metric not in task_metrics:
+    raise ValueError(f"checkpoint.best_metric={metric!r} is not a metric of task "
+                     f"{config.task!r}; expected one of {list(task_metrics)}")
   if "name" not in config.model:
     raise ValueError("config.model needs a 'name' (see visionjax.models.list_models())")

@@ -86,11 +86,32 @@ class Experiment:
     return pipeline.train_dataset(self.data, self.task, batch_size=self.config.batch_size,
                                   seed=self.config.seed, start_step=start_step)
 
+  @property
+  def eval_batch_size(self) -> int:
+    """``config.eval_batch_size`` rounded up to a multiple of the device count:
+    evaluation batches are padded anyway, so users need not know the count."""
+    n = jax.device_count()
+    return -(-int(self.config.eval_batch_size) // n) * n
+
   def eval_batches(self, split: str | None = None):
     """Padded evaluation batches (`visionjax.data.pipeline.eval_batches`)."""
     return pipeline.eval_batches(self.data, self.task, split=split,
-                                 batch_size=self.config.get("eval_batch_size",
-                                                            self.config.batch_size))
+                                 batch_size=self.eval_batch_size)
+
+  def check_data(self) -> None:
+    """Fails now, not after training, on what the data would fail on later:
+    prepares the dataset, checks both splits exist and the batch size
+    splits over the devices, and reads one evaluation batch."""
+    self.data.prepare()
+    pipeline.host_batch_size(self.config.batch_size)
+    for split in (self.config.dataset.train_split, self.config.dataset.eval_split):
+      pipeline.max_host_share(self.data, split, all_datasets=True)
+    try:
+      next(iter(self.eval_batches()))
+    except Exception as e:  # noqa: BLE001  (any read/decode failure, re-raised named)
+      raise ValueError(f"cannot read the evaluation split {self.config.dataset.eval_split!r} of "
+                       f"{self.config.dataset.name!r}: {type(e).__name__}: {e}; re-prepare the "
+                       "dataset (delete its folder under data_dir)") from e
 
   @property
   def class_names(self) -> tuple[str, ...]:
@@ -221,6 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config_lib.validate(config)
   wd = workdir_lib.Workdir.create(workdir)
   exp = build(config)
+  exp.check_data()  # before the first step: a bad split must not cost a training run
   main = jax.process_index() == 0
   if main:
     wd.config_json.write_text(config.to_json_best_effort(indent=2))
@@ -281,9 +303,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           break
     if not stopped_early:
       final_step = int(exp.engine.fetch(state.step))
+      # Saved before the final evaluation, so a failure or a kill during it
+      # loses no training. (Without metrics: `best` selection reads the
+      # evaluations from metrics.jsonl; the newest checkpoint is always kept.)
+      ckpt.save(final_step, exp.engine.to_checkpoint(state))
       eval_metrics = evaluate(exp, state, progress=main and config.progress_bar)
       writer.write(final_step, "eval", eval_metrics)
-      ckpt.save(final_step, exp.engine.to_checkpoint(state), metrics=eval_metrics)
   finally:
     ckpt.close()  # waits for async saves: nothing half-written is left behind
     writer.close()

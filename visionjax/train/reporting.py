@@ -40,6 +40,13 @@ class MetricWriter:
     self._append = paths.is_local(self.path)
     self._lines: list[str] | None = None  # object stores: the file's lines so far
     self._tb = None
+    if enabled and self._append and self.path.exists():
+      # A crash may have torn the last line: cut it off, so the next record
+      # starts on a line of its own (that event is lost; the run is not).
+      with open(os.fspath(self.path), "rb+") as f:  # local (epath has no 'r+')
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+          f.truncate(data.rfind(b"\n") + 1)
     if enabled:
       import tensorflow as tf  # the tf.summary writer is TensorBoard's own
       self._tb = tf.summary.create_file_writer(os.fspath(self.path.parent / "tensorboard"))
@@ -71,8 +78,21 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
-  """All records of ``<workdir>/metrics.jsonl`` (empty if none)."""
+  """All records of ``<workdir>/metrics.jsonl`` (empty if none).
+
+  A torn last line (a crash mid-write) is skipped; any other unreadable line
+  raises a ValueError naming the file and the line.
+  """
   path = epath.Path(paths.resolve(workdir)) / "metrics.jsonl"
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  lines = [line for line in path.read_text().splitlines() if line.strip()]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i == len(lines) - 1:  # torn by a crash: the event is lost, the run is not
+        break
+      raise ValueError(f"{path}: line {i + 1} is not JSON ({e.msg}); fix or delete it") from None
+  return records
