@@ -41,6 +41,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))  # archive writers, config loader
 
 import fixtures_data as F  # noqa: E402
+
 from visionjax.data import datasets  # noqa: E402
 from visionjax.train import loop, parallel  # noqa: E402
 

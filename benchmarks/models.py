@@ -31,7 +31,6 @@ import optax
 
 import visionjax.models as vm
 
-
 # One model per family, so the default run stays near 10 minutes on a
 # 2-core CPU (compiling a deep network's train step takes 10-40 s there);
 # `--models all` benchmarks every registered name.

@@ -28,6 +28,7 @@ def _eight_devices():
 def tiny_data_dir(tmp_path_factory):
   """A TFDS data_dir holding the prepared `digit_scenes/tiny` dataset."""
   import tensorflow_datasets as tfds
+
   from visionjax.data import builtin  # noqa: F401  registers the builder
   d = str(tmp_path_factory.mktemp("tfds"))
   tfds.builder("digit_scenes/tiny", data_dir=d).download_and_prepare()

@@ -351,6 +351,7 @@ def real_datasets(tmp_path_factory) -> dict:
     return _BUILT
   import ml_collections
   import tensorflow_datasets as tfds
+
   from visionjax.data import datasets
   tfds.disable_progress_bar()
   root = str(tmp_path_factory.mktemp("real_data"))

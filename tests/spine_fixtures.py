@@ -13,7 +13,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CNN_CONFIG = os.path.join(REPO, "experiments", "configs", "cnn_digits.py")
 
 
-def tiny_config(data_dir: str, task: str = "classification", **overrides) -> ml_collections.ConfigDict:
+def tiny_config(data_dir: str, task: str = "classification",
+                **overrides) -> ml_collections.ConfigDict:
   """A config that trains in seconds on `digit_scenes/tiny` (32x32)."""
   c = base_config()
   c.task = task
@@ -58,7 +59,7 @@ def run_train_cli(config_file: str, workdir: str, *flags: str, timeout: int = 30
 
 def tiny_cli_flags(data_dir: str, steps: int, *extra: str) -> tuple[str, ...]:
   """`experiments/train.py` flags that turn CNN_CONFIG into a seconds-long run."""
-  return (f"--config.dataset.name=digit_scenes/tiny", f"--config.dataset.data_dir={data_dir}",
+  return ("--config.dataset.name=digit_scenes/tiny", f"--config.dataset.data_dir={data_dir}",
           f"--config.num_train_steps={steps}", "--config.batch_size=16",
           "--config.eval_batch_size=16", "--config.log_every_steps=1",
           "--config.optimizer.schedule=constant", "--config.checkpoint.every_steps=0",

@@ -9,14 +9,14 @@ the pipelines yield against the pixels, labels and boxes that were written.
 """
 import os
 
+import fixtures_data as F
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from scipy.ndimage import binary_erosion
-
 import spine_fixtures
+import tensorflow_datasets as tfds
+
 from visionjax.data import datasets, sources
-import fixtures_data as F
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 the source digits; train and test never share a digit image."""
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
-
 import spine_fixtures
+import tensorflow_datasets as tfds
+
 from visionjax.data import scenes
 
 
@@ -86,6 +86,7 @@ def test_localization_label_is_the_class_of_its_box(tiny_data_dir):
   # even where the scene label (most ink) names another digit. The rendered
   # boxes are the TFDS record's yxyx; the task's box is normalized xyxy.
   from spine_fixtures import tiny_config
+
   from visionjax.data import builtin
   cfg = builtin.DigitScenes.BUILDER_CONFIGS[2]
   rendered = list(dict(scenes.generate("test", cfg.spec, seed=cfg.seed)).values())

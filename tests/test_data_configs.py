@@ -9,10 +9,10 @@ import json
 import math
 import os
 
+import fixtures_data as F
 import pytest
 
 from visionjax.train import loop
-import fixtures_data as F
 
 TINY_RESNET = {"stage_sizes": (1, 1, 1, 1), "widths": (4, 8, 8, 16), "stem_width": 4}
 TINY_DEEPLAB = {"encoder_kwargs": TINY_RESNET, "aspp_features": 8, "atrous_rates": (1, 2, 3)}

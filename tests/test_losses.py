@@ -2,12 +2,12 @@
 and gradients with jax.test_util.check_grads (in float64)."""
 import jax
 import jax.numpy as jnp
+from jax.test_util import check_grads as _check_grads
+from jax_versions import enable_x64
 import numpy as np
 import pytest
-from jax.test_util import check_grads as _check_grads
 
 from visionjax import losses as L
-from jax_versions import enable_x64
 
 RTOL = 2e-5
 
@@ -199,7 +199,7 @@ def test_overlap_losses_against_numpy(kind, fn, mode):
   for per_sample in (False, True):
     ref = np_overlap(kind, p, t, valid, s=1.0, a=a, b=b, per_sample=per_sample)
     out = jax.jit(lambda z, y: fn(z, y, mode=mode, smooth=1.0, ignore_index=255,
-                                  per_sample=per_sample, reduction="none", **kw))(z, y)
+                                  per_sample=per_sample, reduction="none", **kw))(z, y)  # noqa: B023
     np.testing.assert_allclose(out, ref, rtol=RTOL, atol=1e-6)
   mean = fn(z, y, mode=mode, smooth=1.0, ignore_index=255, **kw)
   np.testing.assert_allclose(mean, np_overlap(kind, p, t, valid, 1.0, a, b).mean(), rtol=RTOL)
@@ -246,7 +246,7 @@ def test_overlap_grads(x64):
   z = rng.normal(size=(2, 3, 3, 4))
   y = rng.integers(0, 4, (2, 3, 3))
   for fn in (L.soft_dice_loss, L.soft_jaccard_loss, L.tversky_loss):
-    check_grads(lambda z: fn(z, y, smooth=1.0), (z,), order=1, modes=("rev",))
+    check_grads(lambda z: fn(z, y, smooth=1.0), (z,), order=1, modes=("rev",))  # noqa: B023
   zb = rng.normal(size=(2, 3, 3, 2))
   yb = rng.integers(0, 2, (2, 3, 3, 2))
   check_grads(lambda z: L.soft_dice_loss(z, yb, mode="multilabel"), (zb,), order=1,

@@ -114,7 +114,8 @@ def test_pmap_psum_merges_device_states():
 
 
 def test_jit_over_sharded_batch_and_streaming_sum():
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
   mesh = Mesh(np.array(jax.devices()), ("data",))
   sharding = NamedSharding(mesh, P("data"))
   n = len(jax.devices())
@@ -146,9 +147,9 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_equals_official_cityscapes_evaluation(tmp_path, monkeypatch):
   pytest.importorskip("cityscapesscripts")
-  from PIL import Image
   from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
   from cityscapesscripts.helpers.labels import labels as cs_labels
+  from PIL import Image
 
   rng = np.random.default_rng(0)
   ids = [l.id for l in cs_labels if l.id >= 0]

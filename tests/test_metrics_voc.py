@@ -98,7 +98,8 @@ def run_ours(gts, dets, num_classes, use_07, batches=1):
         state, image_ids=part, gt_image_ids=[i for i, _ in g],
         gt_boxes=np.array([o[0] for _, o in g], float).reshape(-1, 4),
         gt_labels=[o[1] for _, o in g], gt_difficult=[o[2] for _, o in g],
-        dt_image_ids=[d[0] for d in dd], dt_boxes=np.array([d[1] for d in dd], float).reshape(-1, 4),
+        dt_image_ids=[d[0] for d in dd],
+        dt_boxes=np.array([d[1] for d in dd], float).reshape(-1, 4),
         dt_scores=[d[3] for d in dd], dt_labels=[d[2] for d in dd])
   return voc.voc_compute(state, use_07_metric=use_07)
 
@@ -166,8 +167,10 @@ def test_padded_batch_and_errors():
   gts, dets = random_voc(6, n_images=4)
   ref = run_ours(gts, dets, 5, False)
   G, N = 8, 40
-  gb, gl, gv, gd = np.zeros((4, G, 4)), np.zeros((4, G), int), np.zeros((4, G), bool), np.zeros((4, G), bool)
-  db, ds, dl, dv = np.zeros((4, N, 4)), np.zeros((4, N)), np.zeros((4, N), int), np.zeros((4, N), bool)
+  gb, gl = np.zeros((4, G, 4)), np.zeros((4, G), int)
+  gv, gd = np.zeros((4, G), bool), np.zeros((4, G), bool)
+  db, ds = np.zeros((4, N, 4)), np.zeros((4, N))
+  dl, dv = np.zeros((4, N), int), np.zeros((4, N), bool)
   for i in range(4):
     for j, (b, l, dif) in enumerate(gts[i]):
       gb[i, j], gl[i, j], gv[i, j], gd[i, j] = b, l, True, dif

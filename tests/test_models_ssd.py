@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import visionjax.models as vm
 from visionjax.detection import anchors
+import visionjax.models as vm
 
 
 def _conv(k, cin, cout):

@@ -1,11 +1,11 @@
 """Box ops vs hand formulas, a scalar loop reference, and pycocotools' IoU."""
 import jax
 import jax.numpy as jnp
+from jax_versions import enable_x64
 import numpy as np
 import pytest
 
 from visionjax import ops
-from jax_versions import enable_x64
 
 
 def rand_xyxy(rng, n, lo=0.0, hi=100.0):

@@ -1,11 +1,10 @@
 """Static-shape NMS / soft-NMS / top-k vs plain NumPy greedy references."""
 import jax
-import jax.numpy as jnp
+from jax_versions import enable_x64
 import numpy as np
 import pytest
 
 from visionjax import ops
-from jax_versions import enable_x64
 
 
 def np_iou(a, b):

@@ -5,13 +5,13 @@ import os
 import jax
 import numpy as np
 import pytest
-
-from visionjax.detection import evaluation
-from visionjax.tasks import DetectionTask
-from visionjax.metrics import coco, voc
-from visionjax import tasks
-from visionjax.train import loop
 from spine_fixtures import tiny_config
+
+from visionjax import tasks
+from visionjax.detection import evaluation
+from visionjax.metrics import coco, voc
+from visionjax.tasks import DetectionTask
+from visionjax.train import loop
 
 
 def _detection_config(data_dir, **overrides):
@@ -29,7 +29,8 @@ def test_create_task_and_validation_errors():
   assert isinstance(t, DetectionTask) and t.neg_pos_ratio == 2.0
   batch = {"image": np.zeros((2, 8, 8, 3), np.float32), "boxes": np.zeros((2, 3, 4), np.float32),
            "box_labels": np.zeros((2, 3), np.int32), "box_valid": np.zeros((2, 4), bool)}
-  with pytest.raises(ValueError, match=r"batch\['box_valid'\] has shape \(2, 4\); expected \(2, 3\)"):
+  with pytest.raises(ValueError,
+                     match=r"batch\['box_valid'\] has shape \(2, 4\); expected \(2, 3\)"):
     t.validate(batch, 3)
   with pytest.raises(ValueError, match="needs model outputs"):
     t.loss(np.zeros((2, 10)), batch)

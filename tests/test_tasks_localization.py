@@ -5,10 +5,10 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from spine_fixtures import tiny_config
 
 from visionjax import tasks
 from visionjax.train import loop
-from spine_fixtures import tiny_config
 
 
 def _batch():

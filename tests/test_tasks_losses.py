@@ -1,6 +1,6 @@
 """Task losses against NumPy written from the formulas."""
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from visionjax import tasks

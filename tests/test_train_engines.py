@@ -1,14 +1,13 @@
 """Data-parallel engines: jit (mesh) vs pmap vs one device, and compilation."""
 import jax
 import jax.numpy as jnp
+from jax_versions import enable_x64
 import numpy as np
 import pytest
-
 import spine_fixtures
-from visionjax.data import pipeline
-from visionjax.train import loop
-from jax_versions import enable_x64
 from spine_fixtures import tiny_config
+
+from visionjax.train import loop
 
 
 def _batches(config, n):

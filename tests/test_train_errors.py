@@ -4,12 +4,11 @@ import os
 import jax
 import numpy as np
 import pytest
-
 import spine_fixtures
-from visionjax.data import pipeline
+from spine_fixtures import REPO, run_train_cli, tiny_config
+
 from visionjax.train import config as config_lib
 from visionjax.train import loop
-from spine_fixtures import REPO, run_train_cli, tiny_config
 
 
 def test_unknown_config_key_lists_valid_keys(tiny_data_dir):
@@ -26,7 +25,8 @@ def test_unknown_config_key_lists_valid_keys(tiny_data_dir):
 
 @pytest.mark.parametrize("field,value,pattern", [
     ("model.name", "resnet9000", r"unknown model 'resnet9000'; valid names: .*unet_small"),
-    ("dataset.name", "imagenet_xyz", r"unknown dataset 'imagenet_xyz'; known datasets: .*digit_scenes"),
+    ("dataset.name", "imagenet_xyz",
+     r"unknown dataset 'imagenet_xyz'; known datasets: .*digit_scenes"),
     ("engine", "spmd", r"engine='spmd' is not valid; expected one of \['jit', 'pmap'\]"),
     ("optimizer.name", "lion", r"optimizer.name='lion' is not valid; expected one of"),
     ("task", "captioning", r"task='captioning' is not valid"),

@@ -5,11 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from spine_fixtures import REPO, tiny_config
 
 from visionjax import paths
 from visionjax.train import evaluation, loop
 from visionjax.train import workdir as workdir_lib
-from spine_fixtures import REPO, tiny_config
 
 
 @pytest.fixture(scope="module")

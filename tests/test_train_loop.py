@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from spine_fixtures import CNN_CONFIG, run_train_cli, tiny_cli_flags, tiny_config
 
 from visionjax.train import loop
-from spine_fixtures import CNN_CONFIG, run_train_cli, tiny_cli_flags, tiny_config
 
 
 def _params(workdir, step):

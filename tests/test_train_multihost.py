@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 
-
 from spine_fixtures import CNN_CONFIG, REPO, tiny_cli_flags
 
 NUM_TEST = 32  # digit_scenes/tiny test split

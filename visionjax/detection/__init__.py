@@ -11,13 +11,24 @@ The SSD models live in `visionjax.models.ssd` (registry names
 'ssd300_vgg16', 'ssd512_vgg16', 'ssd300_resnet18', 'ssd_lite'); the training
 task is `visionjax.tasks.DetectionTask`.
 """
-from visionjax.detection.anchors import (AnchorSpec, default_boxes, num_default_boxes,
-                                         paper_specs, ssd300_default_boxes, ssd300_specs,
-                                         ssd512_default_boxes, ssd512_specs)
+from visionjax.detection.anchors import (
+                                         AnchorSpec,
+                                         default_boxes,
+                                         num_default_boxes,
+                                         paper_specs,
+                                         ssd300_default_boxes,
+                                         ssd300_specs,
+                                         ssd512_default_boxes,
+                                         ssd512_specs,
+)
 from visionjax.detection.coding import SSD_VARIANCES, decode, encode
 from visionjax.detection.matching import Match, Targets, match, ssd_targets
-from visionjax.detection.multibox import (LossParts, hard_negatives, image_multibox_loss,
-                                          multibox_loss)
+from visionjax.detection.multibox import (
+                                         LossParts,
+                                         hard_negatives,
+                                         image_multibox_loss,
+                                         multibox_loss,
+)
 from visionjax.detection.postprocessing import Detections, batch_postprocess, postprocess
 
 __all__ = ["AnchorSpec", "default_boxes", "num_default_boxes", "paper_specs",

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import jax.numpy as jnp
 
-from visionjax.ops.boxes import check_boxes, box_convert
+from visionjax.ops.boxes import box_convert, check_boxes
 
 SSD_VARIANCES = (0.1, 0.1, 0.2, 0.2)
 # Decoded log-sizes are capped at log(1000/16) (as torchvision's box coder),

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from visionjax.detection.coding import SSD_VARIANCES, encode
-from visionjax.ops.boxes import check_boxes, box_convert, box_iou
+from visionjax.ops.boxes import box_convert, box_iou, check_boxes
 
 
 class Match(NamedTuple):

@@ -14,12 +14,20 @@ it raises on label/box values the function cannot check under ``jit``
   err, loss = jax.jit(ce)(logits, labels)
   err.throw()
 """
-from visionjax.losses.reduction import REDUCTIONS, checked
-from visionjax.losses.boxes import (classification_localization_loss, giou_loss, huber_loss,
-                                    smooth_l1_loss)
-from visionjax.losses.classification import (sigmoid_binary_cross_entropy, sigmoid_focal_loss,
-                                             softmax_cross_entropy, softmax_focal_loss)
+from visionjax.losses.boxes import (
+                                    classification_localization_loss,
+                                    giou_loss,
+                                    huber_loss,
+                                    smooth_l1_loss,
+)
+from visionjax.losses.classification import (
+                                    sigmoid_binary_cross_entropy,
+                                    sigmoid_focal_loss,
+                                    softmax_cross_entropy,
+                                    softmax_focal_loss,
+)
 from visionjax.losses.dense import soft_dice_loss, soft_jaccard_loss, tversky_loss
+from visionjax.losses.reduction import REDUCTIONS, checked
 
 __all__ = ["REDUCTIONS", "checked", "classification_localization_loss", "giou_loss", "huber_loss",
            "smooth_l1_loss", "sigmoid_binary_cross_entropy", "sigmoid_focal_loss",

@@ -6,10 +6,20 @@ Submodules: ``classification``, ``segmentation`` (each has a jit-safe
 return sums/counts that merge by addition; scores are computed at the end.
 """
 from visionjax.metrics import classification, coco, segmentation, voc
-from visionjax.metrics.classification import (accuracy, precision_recall_f1, top_k_accuracy,
-                                              top_k_correct)
-from visionjax.metrics.coco import (coco_compute, coco_init, coco_merge, coco_update,
-                                    coco_update_batch, evaluate_coco)
+from visionjax.metrics.classification import (
+                                              accuracy,
+                                              precision_recall_f1,
+                                              top_k_accuracy,
+                                              top_k_correct,
+)
+from visionjax.metrics.coco import (
+                                              coco_compute,
+                                              coco_init,
+                                              coco_merge,
+                                              coco_update,
+                                              coco_update_batch,
+                                              evaluate_coco,
+)
 from visionjax.metrics.segmentation import segmentation_scores
 from visionjax.metrics.voc import voc_ap, voc_compute, voc_init, voc_update, voc_update_batch
 

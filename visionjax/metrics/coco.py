@@ -163,7 +163,8 @@ def _same_params(a: CocoParams, b: CocoParams) -> bool:
 def _as(x, dtype, shape_tail, name, n=None):
   x = np.asarray(x, dtype)
   if x.shape[1:] != shape_tail or x.ndim != 1 + len(shape_tail):
-    raise ValueError(f"{name} has shape {x.shape}; expected [N{''.join(', ' + str(s) for s in shape_tail)}]")
+    tail = "".join(", " + str(s) for s in shape_tail)
+    raise ValueError(f"{name} has shape {x.shape}; expected [N{tail}]")
   if n is not None and x.shape[0] != n:
     raise ValueError(f"{name} has {x.shape[0]} rows; expected {n} to match the other arrays")
   return x

@@ -34,7 +34,6 @@ a single update.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 
@@ -116,7 +115,8 @@ def voc_update(state: VocState, *, gt_image_ids, gt_boxes, gt_labels, dt_image_i
   dl = _check(dt_labels, np.int64, (), "dt_labels", d)
   for name, lab in (("gt_labels", gl), ("dt_labels", dl)):
     if lab.size and (lab.min() < 0 or lab.max() >= c):
-      raise ValueError(f"{name} has values outside [0, {c}): {np.unique(lab[(lab < 0) | (lab >= c)])[:5].tolist()}")
+      bad = np.unique(lab[(lab < 0) | (lab >= c)])[:5].tolist()
+      raise ValueError(f"{name} has values outside [0, {c}): {bad}")
   imgs = np.union1d(gi, di) if image_ids is None else np.unique(np.asarray(image_ids, np.int64))
   if image_ids is not None and (np.setdiff1d(gi, imgs).size or np.setdiff1d(di, imgs).size):
     raise ValueError("gt_image_ids/dt_image_ids contain images not listed in image_ids")

@@ -21,8 +21,19 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 
-from visionjax.models import (backbones, cnn, deeplab, efficientnet, fcn,
-                              localizer, resnet, segnet, ssd, unet, vgg)
+from visionjax.models import (
+  backbones,
+  cnn,
+  deeplab,
+  efficientnet,
+  fcn,
+  localizer,
+  resnet,
+  segnet,
+  ssd,
+  unet,
+  vgg,
+)
 from visionjax.models.layers import ModelSpec, count_params
 
 __all__ = ["create", "list_models", "task_of", "spec_of", "MODEL_TASKS",

@@ -14,8 +14,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (ModelSpec, ZooModule, adaptive_avg_pool,
-                                     check_images, frozen, max_pool)
+from visionjax.models.layers import (
+  ModelSpec,
+  ZooModule,
+  adaptive_avg_pool,
+  check_images,
+  frozen,
+  max_pool,
+)
 
 
 class SmallCNN(ZooModule):

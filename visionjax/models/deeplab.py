@@ -32,11 +32,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.backbones import (SMOKE_ENCODER, build_encoder,
-                                        coarsest)
-from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
-                                     batch_norm, check_images, crop_to, frozen,
-                                     pad_to_multiple, resize_bilinear)
+from visionjax.models.backbones import SMOKE_ENCODER, build_encoder, coarsest
+from visionjax.models.layers import (
+  ConvNormAct,
+  ModelSpec,
+  ZooModule,
+  batch_norm,
+  check_images,
+  crop_to,
+  frozen,
+  pad_to_multiple,
+  resize_bilinear,
+)
 
 
 class ASPP(ZooModule):

@@ -25,9 +25,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
-                                     batch_norm, check_images,
-                                     depthwise_conv_impl, frozen)
+from visionjax.models.layers import (
+  ConvNormAct,
+  ModelSpec,
+  ZooModule,
+  batch_norm,
+  check_images,
+  depthwise_conv_impl,
+  frozen,
+)
 
 # (expand ratio, kernel, stride, input channels, output channels, layers)
 B0_STAGES: Tuple[Tuple[int, int, int, int, int, int], ...] = (

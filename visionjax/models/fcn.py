@@ -40,12 +40,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.backbones import (SMOKE_ENCODER, build_encoder,
-                                        by_stride)
-from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
-                                     batch_norm, check_images, crop_to,
-                                     frozen, max_pool_ceil, pad_to_multiple,
-                                     resize_bilinear)
+from visionjax.models.backbones import SMOKE_ENCODER, build_encoder, by_stride
+from visionjax.models.layers import (
+  ConvNormAct,
+  ModelSpec,
+  ZooModule,
+  batch_norm,
+  check_images,
+  crop_to,
+  frozen,
+  max_pool_ceil,
+  pad_to_multiple,
+  resize_bilinear,
+)
 
 
 class FCN(ZooModule):

@@ -16,8 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import types
-from typing import (Any, Callable, Mapping, NamedTuple, Optional, Sequence,
-                    Tuple, Union)
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import einops
 import flax.linen as nn

@@ -21,9 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.backbones import (SMOKE_ENCODER, build_encoder,
-                                        coarsest)
-from visionjax.models.layers import (ModelSpec, ZooModule, frozen)
+from visionjax.models.backbones import SMOKE_ENCODER, build_encoder, coarsest
+from visionjax.models.layers import ModelSpec, ZooModule, frozen
 
 
 class Localizer(ZooModule):

@@ -29,9 +29,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (ConvNormAct, ModelSpec, ModuleDef,
-                                     ZooModule, batch_norm, check_images,
-                                     frozen, max_pool)
+from visionjax.models.layers import (
+  ConvNormAct,
+  ModelSpec,
+  ModuleDef,
+  ZooModule,
+  batch_norm,
+  check_images,
+  frozen,
+  max_pool,
+)
 
 DEPTHS = {  # name: (stage_sizes, block)
     "resnet18": ((2, 2, 2, 2), "basic"),

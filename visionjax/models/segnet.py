@@ -21,9 +21,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
-                                     batch_norm, check_images, crop_to, frozen,
-                                     pad_to_multiple)
+from visionjax.models.layers import (
+  ConvNormAct,
+  ModelSpec,
+  ZooModule,
+  batch_norm,
+  check_images,
+  crop_to,
+  frozen,
+  pad_to_multiple,
+)
 from visionjax.ops.pooling import max_pool_with_indices, max_unpool
 
 

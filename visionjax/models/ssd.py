@@ -52,8 +52,7 @@ import numpy as np
 
 from visionjax.detection import anchors as anchor_lib
 from visionjax.models.backbones import SMOKE_ENCODER, build_encoder
-from visionjax.models.layers import (ConvNormAct, Dtype, ModelSpec,
-                                     batch_norm, frozen)
+from visionjax.models.layers import ConvNormAct, Dtype, ModelSpec, batch_norm, frozen
 
 # (mid channels, out channels, kernel, stride, padding) of each extra layer pair.
 Extra = Tuple[int, int, int, int, int]

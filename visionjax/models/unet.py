@@ -34,10 +34,19 @@ import jax
 import jax.numpy as jnp
 
 from visionjax.models.backbones import SMOKE_ENCODER, build_encoder, by_stride
-from visionjax.models.layers import (ConvNormAct, ModelSpec, UpConv2x,
-                                     ZooModule, batch_norm, center_crop,
-                                     check_images, crop_to, frozen, max_pool,
-                                     pad_to_multiple)
+from visionjax.models.layers import (
+  ConvNormAct,
+  ModelSpec,
+  UpConv2x,
+  ZooModule,
+  batch_norm,
+  center_crop,
+  check_images,
+  crop_to,
+  frozen,
+  max_pool,
+  pad_to_multiple,
+)
 
 
 def _valid_output_size(n: int, depth: int) -> Optional[int]:

@@ -28,10 +28,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visionjax.models.layers import (ConvNormAct, ModelSpec, ZooModule,
-                                     adaptive_avg_pool, batch_norm,
-                                     check_images, frozen, max_pool,
-                                     max_pool_ceil)
+from visionjax.models.layers import (
+  ConvNormAct,
+  ModelSpec,
+  ZooModule,
+  adaptive_avg_pool,
+  batch_norm,
+  check_images,
+  frozen,
+  max_pool,
+  max_pool_ceil,
+)
 
 STAGES = {
     "vgg11": (1, 1, 2, 2, 2),

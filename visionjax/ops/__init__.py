@@ -1,8 +1,17 @@
 """visionjax.ops: box ops and jit-safe NMS (pooling lives in ``ops.pooling``)."""
-from visionjax.ops.boxes import (FORMATS, box_area, box_convert, box_iou, box_iou_elementwise,
-                                 clip_boxes, denormalize_boxes, generalized_box_iou,
-                                 generalized_box_iou_elementwise, normalize_boxes,
-                                 remove_small_boxes)
+from visionjax.ops.boxes import (
+                                 FORMATS,
+                                 box_area,
+                                 box_convert,
+                                 box_iou,
+                                 box_iou_elementwise,
+                                 clip_boxes,
+                                 denormalize_boxes,
+                                 generalized_box_iou,
+                                 generalized_box_iou_elementwise,
+                                 normalize_boxes,
+                                 remove_small_boxes,
+)
 from visionjax.ops.nms import batched_nms, nms, soft_nms, top_k
 
 __all__ = ["FORMATS", "box_area", "box_convert", "box_iou", "box_iou_elementwise", "clip_boxes",

@@ -13,6 +13,7 @@ import ml_collections
 from visionjax import tasks
 from visionjax.train.optim import OPTIMIZERS, SCHEDULES
 from visionjax.train.parallel import ENGINES
+
 # Sub-dicts whose keys are free-form (validated by their consumer).
 _FREE_FORM = ("model", "task_kwargs")
 

@@ -24,9 +24,9 @@ import time
 from typing import Any, Iterator
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
-from jax.experimental import multihost_utils
 import numpy as np
 from tqdm import tqdm
 

@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import flax.linen as nn
 import jax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 ENGINES = ("jit", "pmap")
 
