@@ -185,7 +185,11 @@ def _without_debug_check_effects(exported: jax_export.Exported) -> jax_export.Ex
   constructor). The compiled module does not contain them, so dropping them
   from the list changes nothing that runs.
   """
-  kept = tuple(e for e in exported.unordered_effects if type(e).__name__ != "ErrorEffect")
+  def is_check(effect) -> bool:  # jax._src.checkify.ErrorEffect, not public
+    return (type(effect).__name__ == "ErrorEffect"
+            and type(effect).__module__.endswith("checkify"))
+
+  kept = tuple(e for e in exported.unordered_effects if not is_check(e))
   return dataclasses.replace(exported, unordered_effects=kept)
 
 
