@@ -20,10 +20,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 
+from weights_parity import RTOL, jitted, max_rel  # noqa: E402
+
 from visionjax import weights as vw  # noqa: E402
 from visionjax.models import vgg  # noqa: E402
 
-RTOL = 1e-5
 BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 
 
@@ -51,31 +52,33 @@ def keras_forward(model, rgb_0_255):
   return np.asarray(model(rgb_0_255[..., ::-1] - BGR_MEAN, training=False))
 
 
-def max_rel(out, ref):
-  out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-  assert out.shape == ref.shape, (out.shape, ref.shape)
-  return float(np.abs(out - ref).max() / np.abs(ref).max())
-
-
 def _image(size, seed=1):
   return np.random.default_rng(seed).uniform(
       0, 255, (1, *size, 3)).astype(np.float32)
 
 
-def test_resnet50_output_equals_keras():
+@pytest.fixture(scope="module")
+def resnet50():
+  """Random Keras ResNet50s at both test sizes (same weights) and their
+  conversion. Keras fixes the input size of a model with its classifier."""
   keras.utils.set_random_seed(0)
-  sizes = ((64, 64), (45, 37))
-  models = [keras.applications.ResNet50(weights=None, input_shape=(*s, 3),
-                                        classifier_activation=None)
-            for s in sizes]
-  randomize(models[0])
-  models[1].set_weights(models[0].get_weights())
-  conv = vw.from_keras("resnet50", models[0])
+  models = {size: keras.applications.ResNet50(
+      weights=None, input_shape=(*size, 3), classifier_activation=None)
+            for size in ((64, 64), (45, 37))}
+  first, *rest = models.values()
+  randomize(first)
+  for m in rest:
+    m.set_weights(first.get_weights())
+  return models, vw.from_keras("resnet50", first)
+
+
+def test_resnet50_output_equals_keras(resnet50):
+  models, conv = resnet50
   assert conv.model_kwargs == {"num_classes": 1000, "stride_in_1x1": True}
-  model = conv.model()
-  for size, km in zip(sizes, models):
+  apply = jitted(conv.model())
+  for size, km in models.items():
     x = _image(size)
-    rel = max_rel(model.apply(conv.variables, conv.preprocessing.normalize(x)),
+    rel = max_rel(apply(conv.variables, conv.preprocessing.normalize(x)),
                   keras_forward(km, x))
     print(f"keras resnet50 {size[0]}x{size[1]}: max relative difference "
           f"{rel:.2e}")
@@ -89,8 +92,8 @@ def test_vgg16_logits_and_features_equal_keras():
   conv = vw.from_keras("vgg16", full)
   assert conv.model_kwargs == {"num_classes": 1000, "ceil_mode": False}
   x = _image((224, 224))
-  rel = max_rel(conv.model().apply(conv.variables,
-                                   conv.preprocessing.normalize(x)),
+  rel = max_rel(jitted(conv.model())(conv.variables,
+                                     conv.preprocessing.normalize(x)),
                 keras_forward(full, x))
   print(f"keras vgg16 224x224 logits: max relative difference {rel:.2e}")
   assert rel <= RTOL
@@ -103,19 +106,16 @@ def test_vgg16_logits_and_features_equal_keras():
       layer.set_weights(full.get_layer(layer.name).get_weights())
   x = _image(size)
   encoder = vgg.VGGEncoder(ceil_mode=False)
-  feats = encoder.apply({"params": conv.variables["params"]["features"]},
-                        conv.preprocessing.normalize(x))
+  feats = jitted(encoder)({"params": conv.variables["params"]["features"]},
+                          conv.preprocessing.normalize(x))
   rel = max_rel(feats["pool5"], keras_forward(headless, x))
   print(f"keras vgg16 {size[0]}x{size[1]} pool5: max relative difference "
         f"{rel:.2e}")
   assert rel <= RTOL
 
 
-def test_keras_provenance_and_preprocessing(tmp_path):
-  keras.utils.set_random_seed(0)
-  model = randomize(keras.applications.ResNet50(
-      weights=None, input_shape=(32, 32, 3), classifier_activation=None))
-  conv = vw.from_keras("resnet50", model)
+def test_keras_provenance_preprocessing_and_save_load(resnet50, tmp_path):
+  _, conv = resnet50
   p = conv.preprocessing
   assert p.mean == (123.68, 116.779, 103.939) and p.std == (1.0, 1.0, 1.0)
   assert p.value_range == (0.0, 255.0) and p.channel_order == "RGB"

@@ -17,8 +17,7 @@ torch/torchvision come with the optional extra `pip install visionjax[convert]`;
 Keras ships with TensorFlow. Each converter imports its library only when
 called, so `import visionjax.weights` needs neither.
 """
-from visionjax.weights.core import (Converted, Preprocessing, Provenance,
-                                    load, save)
+from visionjax.weights.core import Converted, Preprocessing, Provenance, load, save
 
 
 def from_torchvision(name, source, **kwargs):

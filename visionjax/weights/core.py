@@ -206,12 +206,16 @@ class VariableFiller:
     self._got[key] = np.ascontiguousarray(value)
 
   def done(self) -> Dict[str, Any]:
-    """The variables dict; raises if any leaf was not written."""
+    """The variables dict (on JAX's default device); raises if any leaf
+    was not written."""
     missing = sorted("/".join(k) for k in self._want if k not in self._got)
     if missing:
       raise ValueError(f"{len(missing)} model variables were not converted, "
                        f"e.g. {missing[:5]}")
-    return _unflatten(self._got)
+    # Moved once here, so each `apply` does not copy host arrays again.
+    out = jax.device_put(_unflatten(self._got))
+    self._got = {}
+    return out
 
 
 class SourceReader:

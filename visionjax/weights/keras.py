@@ -33,9 +33,14 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from visionjax.weights.core import (Converted, Preprocessing, Provenance,
-                                    VariableFiller, abstract_variables,
-                                    sha256_of)
+from visionjax.weights.core import (
+  Converted,
+  Preprocessing,
+  Provenance,
+  VariableFiller,
+  abstract_variables,
+  sha256_of,
+)
 
 _BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 KERAS_MODELS = {

@@ -40,9 +40,15 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from visionjax.weights.core import (Converted, Preprocessing, Provenance,
-                                    SourceReader, VariableFiller,
-                                    abstract_variables, sha256_of)
+from visionjax.weights.core import (
+  Converted,
+  Preprocessing,
+  Provenance,
+  SourceReader,
+  VariableFiller,
+  abstract_variables,
+  sha256_of,
+)
 
 # torchvision's ssd300_vgg16 normalises inside the model with these
 # (`image_mean`, and `image_std` = 1/255 to undo ToTensor's 0-1 scaling),
@@ -99,11 +105,13 @@ def _dense(r: SourceReader, f: VariableFiller, dst: str, src: str,
   """torch Linear -> flax Dense; `chw` reorders a flattened (C, H, W) input
   to visionjax's (H, W, C) flatten order."""
   w = r[f"{src}.weight"]                                      # [out, in]
-  if chw is not None:
+  if chw is not None:  # straight to [(h, w, c), out]: one copy of fc6.
     c, h, wd = chw
-    w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(
-        w.shape[0], -1)
-  f.set(f"params/{dst}/kernel", w.T)
+    w = w.reshape(w.shape[0], c, h, wd).transpose(2, 3, 1, 0).reshape(
+        h * wd * c, w.shape[0])
+  else:
+    w = w.T
+  f.set(f"params/{dst}/kernel", w)
   f.set(f"params/{dst}/bias", r[f"{src}.bias"])
 
 
