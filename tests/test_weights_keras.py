@@ -14,6 +14,7 @@ holding the same weights.
 """
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -24,6 +25,7 @@ from weights_parity import RTOL, jitted, max_rel  # noqa: E402
 
 from visionjax import weights as vw  # noqa: E402
 from visionjax.models import vgg  # noqa: E402
+from visionjax.weights import __main__ as cli  # noqa: E402
 
 BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 
@@ -114,8 +116,9 @@ def test_vgg16_logits_and_features_equal_keras():
   assert rel <= RTOL
 
 
-def test_keras_provenance_preprocessing_and_save_load(resnet50, tmp_path):
-  _, conv = resnet50
+def test_keras_provenance_preprocessing_and_cli_file(resnet50, tmp_path,
+                                                     capsys):
+  models, conv = resnet50
   p = conv.preprocessing
   assert p.mean == (123.68, 116.779, 103.939) and p.std == (1.0, 1.0, 1.0)
   assert p.value_range == (0.0, 255.0) and p.channel_order == "RGB"
@@ -123,10 +126,18 @@ def test_keras_provenance_preprocessing_and_save_load(resnet50, tmp_path):
   assert prov.source == "keras" and prov.source_model == "ResNet50"
   assert prov.weights is None  # random weights: origin unknown
   assert "MIT" in prov.license
-  vw.save(conv, str(tmp_path / "r50"))
-  loaded = vw.load(str(tmp_path / "r50"))
+
+  # The same weights through a file and the command line.
+  path = tmp_path / "random_resnet50.weights.h5"
+  next(iter(models.values())).save_weights(path)
+  out = tmp_path / "r50"
+  assert cli.main(["fetch", "resnet50", "--from=keras", f"--file={path}",
+                   f"--out={out}"]) == 0
+  capsys.readouterr()
+  loaded = vw.load(str(out))
   assert loaded.model_kwargs == conv.model_kwargs
-  assert loaded.provenance == conv.provenance
-  np.testing.assert_array_equal(
-      loaded.variables["batch_stats"]["encoder"]["stem"]["norm"]["mean"],
-      conv.variables["batch_stats"]["encoder"]["stem"]["norm"]["mean"])
+  assert loaded.provenance.file == str(path)
+  flat = lambda v: jax.tree_util.tree_leaves_with_path(v)  # noqa: E731
+  for (ka, a), (kb, b) in zip(flat(loaded.variables), flat(conv.variables)):
+    assert ka == kb
+    np.testing.assert_array_equal(a, b)
