@@ -9,10 +9,13 @@ batch); `visionjax.train.parallel` places them on the device mesh.
 
 Guarantees:
 * Training order and augmentation are a deterministic function of
-  ``config.seed``: shuffling uses a fixed seed and random augmentations draw
-  from stateless ops seeded by ``(seed, example_index)``. A resumed run skips
-  the batches already consumed (``start_step``), so 5 + 5 steps see exactly the
-  data that 10 uninterrupted steps see.
+  ``config.seed``: each epoch's order (file order and example shuffle) is a
+  function of ``(seed, epoch)`` and random augmentations draw from stateless
+  ops seeded by ``(seed, example_index)``. A resumed run starts at the epoch
+  of ``start_step`` and skips only the part of that epoch already consumed,
+  so 5 + 5 steps see exactly the data that 10 uninterrupted steps see, and
+  resuming at step 100,000 costs no more than at step 10. Every epoch shows
+  each of this host's examples exactly once.
 * Each host reads a disjoint part of the split (`tfds.split_for_jax_process`).
 * Training shuffles encoded examples (JPEG/PNG bytes) and decodes after, so
   the shuffle buffer (capped at this host's share of the split) holds bytes.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Callable, Iterator
 
 import jax
@@ -223,27 +227,111 @@ def _no_autograph(fn: Callable) -> Callable:
   return tf.autograph.experimental.do_not_convert(fn)
 
 
+def _host_train_size(data: Data, split: str) -> int:
+  """Examples of ``split`` (all ``a+b`` datasets) this process reads per epoch."""
+  index, count = jax.process_index(), jax.process_count()
+  return sum(_split_size(dc, b.info.splits, split, index, count)
+             for dc, b in zip(data.configs(), data.builders))
+
+
+def _train_epoch(data: Data, split: str, seed: int, buffer: int, epoch_size: int
+                 ) -> Callable[[tf.Tensor], tf.data.Dataset]:
+  """``epoch -> dataset`` of this process's part of ``split``, once, in an
+  order that is a pure function of ``(seed, epoch)``.
+
+  The encoded examples pass a ``buffer``-sized shuffle. When that buffer
+  cannot hold a whole epoch and a dataset has several files, the files are
+  also read in a per-epoch shuffled order (TFDS interleaves them), so
+  examples far apart on disk still mix. All seeds come from ``(seed, epoch)``
+  and nothing reshuffles, so epoch ``e`` is the same stream whichever epoch
+  the iterator started at: a resumed run reaches its position without
+  replaying earlier epochs.
+  """
+  index, count = jax.process_index(), jax.process_count()
+  builders = [b for dc, b in zip(data.configs(), data.builders)
+              if _split_size(dc, b.info.splits, split, index, count)]
+  host_split = tfds.split_for_jax_process(split, drop_remainder=False)
+  decoders = lambda b: {f: tfds.decode.SkipDecoding() for f in _image_features(b)}
+  # Files of the whole named splits ('train' for 'train[:90%]'): an upper
+  # bound on the files this host's slice reads, known without file names.
+  num_files = lambda b: sum(b.info.splits[re.sub(r"\[.*\]", "", part).strip()].num_shards
+                            for part in split.split("+"))
+  shuffle_files = buffer < epoch_size and any(num_files(b) > 1 for b in builders)
+
+  def concat(parts: list[tf.data.Dataset]) -> tf.data.Dataset:
+    ds = parts[0]
+    for other in parts[1:]:
+      ds = ds.concatenate(other)
+    return ds
+
+  def epoch_seeds(epoch: tf.Tensor) -> tf.Tensor:
+    # One int64 seed per dataset's file order plus one for the example
+    # shuffle; stateless, so they depend on (seed, epoch) alone.
+    return tf.random.stateless_uniform(
+        [len(builders) + 1], seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
+        minval=None, maxval=None, dtype=tf.int64)
+
+  if not shuffle_files:
+    # File order cannot matter: read it fixed, once, outside the epoch loop,
+    # so TFDS may keep caching small datasets in memory across epochs.
+    fixed = concat([b.as_dataset(split=host_split, shuffle_files=False,
+                                 decoders=decoders(b)) for b in builders])
+    return lambda epoch: fixed.shuffle(buffer, seed=epoch_seeds(epoch)[-1],
+                                       reshuffle_each_iteration=False)
+
+  def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+    seeds = epoch_seeds(epoch)
+    # TFDS shuffles its file instructions in-graph with this seed: a tensor
+    # seed changes the file order every epoch, reproducibly. No autocache:
+    # a cache built here would be shared by every epoch and freeze epoch 0's
+    # file order.
+    parts = [b.as_dataset(split=host_split, shuffle_files=True, decoders=decoders(b),
+                          read_config=tfds.ReadConfig(
+                              shuffle_seed=seeds[k], shuffle_reshuffle_each_iteration=False,
+                              try_autocache=False))
+             for k, b in enumerate(builders)]
+    return concat(parts).shuffle(buffer, seed=seeds[-1], reshuffle_each_iteration=False)
+
+  return one_epoch
+
+
 def train_dataset(data: Data, task: Any, *, batch_size: int, seed: int,
                   start_step: int = 0) -> tf.data.Dataset:
   """Endless, shuffled, augmented host batches of the global ``batch_size``,
-  starting after ``start_step``."""
+  starting after ``start_step``.
+
+  The stream is a sequence of epochs, each a permutation of this process's
+  part of the train split that depends only on ``(seed, epoch)``. Resuming
+  at step ``s`` starts at epoch ``s * B // N`` (host batch ``B``, host share
+  ``N``) and skips the ``s * B % N`` encoded examples of it already consumed:
+  the cost is bounded by one epoch instead of growing with ``s``.
+  """
   dc = data.config
   batch = host_batch_size(batch_size)
   seed = seed + jax.process_index()
-  ds, _ = load_split(data, dc.train_split, shuffle_files=True, seed=seed,
-                     decode=False, all_datasets=True)
-  ds = ds.repeat()
+  data.prepare()
+  epoch_size = _host_train_size(data, dc.train_split)
+  if not epoch_size:
+    raise ValueError(
+        f"process {jax.process_index()} of {jax.process_count()} has no examples of "
+        f"{dc.name!r} {dc.train_split!r} to train on: the split is smaller than the "
+        "number of processes")
   # Shuffle encoded examples (bytes, not pixels: a 10k buffer of decoded
-  # Cityscapes frames would need ~140 GB); a buffer larger than this host's
-  # share of the split would only mix epochs.
+  # Cityscapes frames would need ~140 GB). Each epoch is shuffled on its own,
+  # so a buffer beyond this host's share of the split would never fill.
   host_share = max_host_share(data, dc.train_split, all_datasets=True)
-  ds = ds.shuffle(max(1, min(dc.get("shuffle_buffer", 10_000), host_share)),
-                  seed=seed, reshuffle_each_iteration=True)
-  # Index every example so its augmentation seed is fixed, then skip what a
-  # resumed run has already consumed (before decoding and augmentation).
-  ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds)
-  if start_step:
-    ds = ds.skip(start_step * batch)
+  buffer = max(1, min(dc.get("shuffle_buffer", 10_000), host_share))
+  first = start_step * batch  # this host's examples consumed before start_step
+  epoch, offset = divmod(first, epoch_size)
+  ds = tf.data.Dataset.range(epoch, np.iinfo(np.int64).max).flat_map(
+      _no_autograph(_train_epoch(data, dc.train_split, seed, buffer, epoch_size)))
+  # Skip the consumed part of the resumed epoch while still encoded (it is
+  # less than one epoch), then index every example by its position in this
+  # host's stream so its augmentation seed does not depend on where the run
+  # started.
+  if offset:
+    ds = ds.skip(offset)
+  ds = tf.data.Dataset.zip(tf.data.Dataset.counter(start=first), ds)
   decode, canonical = decode_fn(data), data.adapter.canonical
   prep = _preprocess_fn(data, task, train=True)
   ds = ds.map(_no_autograph(lambda i, ex: prep(tf.stack([tf.cast(seed, tf.int64), i]),

@@ -1,0 +1,137 @@
+"""Resume cost: seconds from `train_dataset(start_step=s)` to its first batch.
+
+A resumed run restores its checkpoint and then asks the input pipeline for
+the batches after step ``s``. This times exactly that input part, for a
+small and a large ``s``, on the built-in scenes (`unet_scenes`, rendered on
+first use, nothing downloaded), with two implementations in one process:
+
+* ``old``: the skip-based pipeline this package used before (copied below,
+  labelled): one endless shuffled stream, resumed by replaying and skipping
+  ``s * batch`` encoded examples, so its cost grows with ``s``;
+* ``new``: `visionjax.data.pipeline.train_dataset`, whose epochs are each a
+  function of ``(seed, epoch)``: it starts at the epoch of ``s`` and skips
+  less than one epoch, so its cost should not depend on ``s`` (target: the
+  large-``s`` time at most 1.2x the small-``s`` time).
+
+Each figure is the fastest of ``--repeats`` tries, after one warm-up call of
+each implementation (file cache, TF tracing). With ``--throughput N`` it
+also times N batches of each from step 0, alternating old and new
+``--repeats`` times (median kept), so machine load hits both alike: the
+change must not slow the pipeline. Timings on a shared machine are noisy;
+compare ratios.
+
+  python benchmarks/resume.py [--steps 100,10000] [--repeats 2] [--throughput 40]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))  # config loader
+
+import fixtures_data as F  # noqa: E402
+from visionjax.data import datasets, pipeline  # noqa: E402
+from visionjax.train import loop  # noqa: E402
+
+
+# ---------------------------------------------------------------- OLD CODE
+# The pre-change `pipeline.train_dataset`, verbatim but for the `pipeline.`
+# prefixes, kept only as this benchmark's baseline: it resumes by skipping
+# ``start_step * batch`` examples of one endless reshuffled stream.
+def old_train_dataset(data, task, *, batch_size: int, seed: int,
+                      start_step: int = 0) -> tf.data.Dataset:
+  dc = data.config
+  batch = pipeline.host_batch_size(batch_size)
+  seed = seed + jax.process_index()
+  ds, _ = pipeline.load_split(data, dc.train_split, shuffle_files=True, seed=seed,
+                              decode=False, all_datasets=True)
+  ds = ds.repeat()
+  host_share = pipeline.max_host_share(data, dc.train_split, all_datasets=True)
+  ds = ds.shuffle(max(1, min(dc.get("shuffle_buffer", 10_000), host_share)),
+                  seed=seed, reshuffle_each_iteration=True)
+  ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds)
+  if start_step:
+    ds = ds.skip(start_step * batch)
+  decode, canonical = pipeline.decode_fn(data), data.adapter.canonical
+  prep = pipeline._preprocess_fn(data, task, train=True)  # pylint: disable=protected-access
+  ds = ds.map(pipeline._no_autograph(  # pylint: disable=protected-access
+      lambda i, ex: prep(tf.stack([tf.cast(seed, tf.int64), i]), canonical(decode(ex)))),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE)
+# ------------------------------------------------------------ END OLD CODE
+
+
+def first_batch_seconds(make, start_step: int) -> float:
+  """Seconds to build the pipeline resumed at ``start_step`` and get a batch."""
+  t = time.perf_counter()
+  next(make(start_step).as_numpy_iterator())
+  return time.perf_counter() - t
+
+
+def images_per_sec(make, batches: int) -> float:
+  """Images/s over ``batches`` batches after two warm-up batches, from step 0."""
+  it = make(0).as_numpy_iterator()
+  next(it), next(it)
+  n, t = 0, time.perf_counter()
+  for _ in range(batches):
+    n += len(next(it)["image"])
+  return n / (time.perf_counter() - t)
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--config", default="unet_scenes", help="experiments/configs name")
+  ap.add_argument("--steps", default="100,10000", help="small,large resume step")
+  ap.add_argument("--repeats", type=int, default=2, help="tries per figure (fastest kept)")
+  ap.add_argument("--throughput", type=int, default=0,
+                  help="also time this many batches of each pipeline from step 0")
+  ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
+                                                    "visionjax_input_bench"))
+  args = ap.parse_args()
+  tfds.disable_progress_bar()
+  small, large = (int(s) for s in args.steps.split(","))
+  c = F.load_config(args.config)
+  c.dataset.data_dir = os.path.join(args.workdir, "tfds")
+  c.progress_bar = False
+  datasets.prepare(c.dataset)  # built-in: rendered on first use
+  exp = loop.build(c, devices=jax.devices()[:1])  # builds no model: cheap
+  kw = dict(batch_size=c.batch_size, seed=c.seed)
+  impls = {
+      "old": lambda s: old_train_dataset(exp.data, exp.task, start_step=s, **kw),
+      "new": lambda s: pipeline.train_dataset(exp.data, exp.task, start_step=s, **kw),
+  }
+  n = pipeline.max_host_share(exp.data, c.dataset.train_split, all_datasets=True)
+  print(f"{c.dataset.name} {c.dataset.train_split}: {n} examples, batch {c.batch_size}, "
+        f"shuffle buffer {min(c.dataset.get('shuffle_buffer', 10_000), n)}; "
+        f"resume at steps {small} and {large} ({small * c.batch_size} and "
+        f"{large * c.batch_size} examples in)\n")
+  for make in impls.values():
+    first_batch_seconds(make, 0)  # warm-up: file cache, TF tracing
+  print(f"{'pipeline':<9}{f'step {small} s':>14}{f'step {large} s':>16}{'ratio':>8}")
+  for name, make in impls.items():
+    t_small = min(first_batch_seconds(make, small) for _ in range(args.repeats))
+    t_large = min(first_batch_seconds(make, large) for _ in range(args.repeats))
+    print(f"{name:<9}{t_small:>14.2f}{t_large:>16.2f}{t_large / t_small:>7.2f}x", flush=True)
+  if args.throughput:
+    rates = {name: [] for name in impls}
+    for _ in range(args.repeats):
+      for name, make in impls.items():
+        rates[name].append(images_per_sec(make, args.throughput))
+    med = {name: float(np.median(r)) for name, r in rates.items()}
+    print(f"\nimages/s over {args.throughput} batches (median of {args.repeats}, "
+          f"alternating): old {med['old']:.0f}, new {med['new']:.0f}, "
+          f"new/old {med['new'] / med['old']:.2f}")
+
+
+if __name__ == "__main__":
+  main()
