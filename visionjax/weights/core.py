@@ -235,6 +235,10 @@ class SourceReader:
   def keys(self):
     return self._arrays.keys()
 
+  def peek(self, name: str) -> np.ndarray:
+    """Entry `name` without marking it read (to inspect shapes)."""
+    return self._arrays[name]
+
   def __getitem__(self, name: str) -> np.ndarray:
     if name not in self._arrays:
       raise KeyError(f"the source weights have no entry {name!r}")

@@ -170,7 +170,7 @@ def _vgg_convs(r: SourceReader, f: VariableFiller, convs: Sequence[str],
 def _vgg(stage_sizes: Sequence[int], bn: bool) -> Callable:
   def mapper(r: SourceReader, f: VariableFiller) -> None:
     convs = [f"features.{n}" for n in _indices(r, r"features\.(\d+)\.weight")
-             if r.shape(f"features.{n}.weight") == 4]
+             if r.peek(f"features.{n}.weight").ndim == 4]
     _vgg_convs(r, f, convs, stage_sizes, "features", bn)
     _dense(r, f, "fc6", "classifier.0", chw=(512, 7, 7))
     _dense(r, f, "fc7", "classifier.3")
@@ -256,7 +256,7 @@ def _ssd300(r: SourceReader, f: VariableFiller) -> None:
 
 def _classes(key: str, per: int = 1, minus: int = 0) -> Callable:
   """kwargs with num_classes = rows of `key` / per - minus."""
-  return lambda r: {"num_classes": r.shape0(key) // per - minus}
+  return lambda r: {"num_classes": r.peek(key).shape[0] // per - minus}
 
 
 def _with(base: Callable, **fixed: Any) -> Callable:
@@ -310,15 +310,6 @@ TORCHVISION_MODELS: Mapping[str, str] = {
 
 # --------------------------------------------------------------------------
 # Sources, metadata, conversion.
-
-
-class _TorchReader(SourceReader):
-  def shape(self, name: str) -> int:
-    """Rank of entry `name` (not marked as read)."""
-    return self._arrays[name].ndim
-
-  def shape0(self, name: str) -> int:
-    return self._arrays[name].shape[0]
 
 
 def state_dict_arrays(source: Any) -> Dict[str, np.ndarray]:
@@ -417,7 +408,7 @@ def from_torchvision(name: str, source: Any, *, weights: Optional[str] = None
   spec = _TABLE[name]
   file = (os.fspath(source) if isinstance(source, (str, os.PathLike))
           else None)
-  reader = _TorchReader(state_dict_arrays(source))
+  reader = SourceReader(state_dict_arrays(source))
   kwargs = spec.kwargs(reader)
   filler = VariableFiller(abstract_variables(spec.visionjax_name, kwargs))
   spec.mapper(reader, filler)
