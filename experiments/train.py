@@ -47,6 +47,13 @@ def main(argv):
 
 def _parse_flags(argv):
   """absl flag parsing, with config override mistakes reported in one line."""
+  from visionjax.train import config as config_lib
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      try:
+        config_lib.check_config_file(arg.split("=", 1)[1])
+      except ValueError as e:
+        sys.exit(f"error: {e}")
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:

@@ -1,6 +1,7 @@
 """Orbax checkpointing: periodic + best-by-metric, async, resumable."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jax
@@ -32,11 +33,37 @@ class Checkpointer:
       policies.append(pp.BestN(get_metric_fn=lambda m: m[best_metric],
                                reverse=best_mode == "min", n=1,
                                keep_checkpoints_without_metrics=False))
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            preservation_policy=pp.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=async_save, create=True))
+    self._options = ocp.CheckpointManagerOptions(
+        preservation_policy=pp.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=async_save, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+
+  def restore_newest_intact(self, abstract_state: Any, warn=print) -> tuple[int, Any]:
+    """``(step, state)`` of the newest checkpoint that restores; ``(0, None)``
+    when there is none.
+
+    A checkpoint that cannot be read (empty, truncated, damaged) is moved to
+    ``<workdir>/checkpoints_unreadable/<step>`` with a warning naming it, and
+    the previous one is tried, so one bad save never blocks resuming.
+    """
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        return step, self.restore(step, abstract_state)
+      except Exception as e:  # noqa: BLE001  (any read failure: fall back, named)
+        reason = (str(e).strip().splitlines() or [""])[0][:300]
+        bad = self.directory / str(step)
+        dest = self.directory.parent / "checkpoints_unreadable" / f"{step}.{int(time.time())}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if bad.exists():
+          bad.rename(dest)
+        # A fresh manager: Orbax infers the checkpoint layout from the folders
+        # it finds (an empty step folder looks like a multi-item checkpoint and
+        # then fails every restore), so it must not see the bad one again.
+        self.manager.close()
+        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+        warn(f"warning: checkpoint {bad} cannot be restored ({type(e).__name__}: {reason}); "
+             f"moved to {dest}; trying the previous one")
+    return 0, None
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

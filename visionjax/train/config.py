@@ -8,6 +8,8 @@ values outside their allowed set. ``config.model`` is free-form: apart from
 """
 from __future__ import annotations
 
+import json
+
 import ml_collections
 
 from visionjax import tasks
@@ -31,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.half_precision = False       # bfloat16 compute, float32 parameters
   c.num_visualizations = 8       # overlay/prediction images written at the end
   c.progress_bar = True
+  c.resume_changed = False       # allow resuming a run with a config that changes its meaning
 
   c.model = ml_collections.ConfigDict({"name": "small_cnn"})
   c.task_kwargs = ml_collections.ConfigDict()  # options of the task class (visionjax.tasks)
@@ -122,3 +125,81 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f"{config.task!r}; expected one of {list(task_metrics)}")
   if "name" not in config.model:
     raise ValueError("config.model needs a 'name' (see visionjax.models.list_models())")
+
+
+# Fields a resumed run may change freely: when and how much is logged,
+# evaluated, kept and shown, where data lives, how steps are compiled, how long
+# it trains. Any other change (seed, batch, model, optimizer, data, task...)
+# changes what the run means: `resume_changes` reports it.
+RESUMABLE_CHANGES = (
+    "num_train_steps", "log_every_steps", "eval_every_steps", "eval_batch_size",
+    "num_visualizations", "progress_bar", "engine", "resume_changed",
+    "checkpoint.every_steps", "checkpoint.keep", "checkpoint.async_save",
+    "dataset.data_dir", "dataset.manual_dir")
+
+
+def _tuples(v):
+  """JSON lists back to the tuples config files use (hashable model fields)."""
+  if isinstance(v, list):
+    return tuple(_tuples(x) for x in v)
+  if isinstance(v, dict):
+    return {k: _tuples(x) for k, x in v.items()}
+  return v
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """A config saved by a run (``config.json``) back as a ConfigDict."""
+  saved = _tuples(json.loads(text))
+  config = base_config()
+  config.unlock()
+  for key, value in saved.items():
+    if isinstance(value, dict) and key in config and isinstance(config[key],
+                                                              ml_collections.ConfigDict):
+      for k, v in value.items():
+        config[key][k] = v
+    else:
+      config[key] = value
+  return config
+
+
+def _flat(d, prefix=""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _flat(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}", v
+
+
+def resume_changes(saved_json: str, config: ml_collections.ConfigDict
+                   ) -> tuple[list[str], list[str]]:
+  """``(changes that alter the run, other changes)`` from the saved config to
+  ``config``, each as ``'key: old -> new'``."""
+  old = dict(_flat(json.loads(saved_json)))
+  new = dict(_flat(json.loads(config.to_json_best_effort())))
+  meaning, other = [], []
+  for key in sorted(set(old) | set(new)):
+    if old.get(key) != new.get(key):
+      line = f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+      (other if key in RESUMABLE_CHANGES else meaning).append(line)
+  return meaning, other
+
+
+def check_config_file(path: str) -> None:
+  """Raises a one-line ValueError when the config file ``path`` (optionally
+  ``path:args``) is missing, does not run, or has no ``get_config``."""
+  import importlib.util
+  import os
+  file = path.split(":", 1)[0]
+  if not os.path.isfile(file):
+    raise ValueError(f"config file {file!r} does not exist")
+  spec = importlib.util.spec_from_file_location("_visionjax_config_check", file)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ValueError(f"config file {file!r} has a syntax error at line {e.lineno}: "
+                     f"{e.msg}") from None
+  except Exception as e:  # noqa: BLE001  (whatever the file raises, named)
+    raise ValueError(f"config file {file!r} raised {type(e).__name__}: {e}") from None
+  if not callable(getattr(module, "get_config", None)):
+    raise ValueError(f"config file {file!r} defines no get_config() function")

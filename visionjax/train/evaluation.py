@@ -19,34 +19,15 @@ import jax
 import ml_collections
 
 from visionjax.train import checkpoint as ckpt_lib
+from visionjax.train import config as config_lib
 from visionjax.train import loop, parallel, reporting
 from visionjax.train import workdir as workdir_lib
 from visionjax.train.state import TrainState
 
 
-def _tuples(v: Any) -> Any:
-  """JSON lists back to the tuples config files use (hashable model fields)."""
-  if isinstance(v, list):
-    return tuple(_tuples(x) for x in v)
-  if isinstance(v, dict):
-    return {k: _tuples(x) for k, x in v.items()}
-  return v
-
-
 def load_config(wd: workdir_lib.Workdir) -> ml_collections.ConfigDict:
   """The resolved config a run saved in its ``config.json``."""
-  from visionjax.train.config import base_config
-  saved = _tuples(json.loads(wd.config_json.read_text()))
-  config = base_config()
-  config.unlock()
-  for key, value in saved.items():
-    if isinstance(value, dict) and key in config and isinstance(config[key],
-                                                              ml_collections.ConfigDict):
-      for k, v in value.items():
-        config[key][k] = v
-    else:
-      config[key] = value
-  return config
+  return config_lib.from_json(wd.config_json.read_text())
 
 
 def select_step(wd: workdir_lib.Workdir, ckpt: ckpt_lib.Checkpointer,

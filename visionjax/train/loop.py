@@ -149,15 +149,18 @@ def build(config: ml_collections.ConfigDict, *, devices: list | None = None) -> 
 
 
 def evaluate(exp: Experiment, state: Any, split: str | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, stop=None) -> dict[str, Any]:
   """Exact metrics over one pass of ``split`` (default: the eval split).
 
   Each batch's sums are added on device; the task's per-example outputs
   (detection: padded detections), if any, are gathered to host and folded
   into its ``eval_update`` state. The result is ``task.summarize(sums, state)``.
+  ``stop``: polled before each batch; when it returns True, `_StopRequested`.
   """
   totals, acc = None, None
   for batch in tqdm(exp.eval_batches(split), desc="eval", disable=not progress, leave=False):
+    if stop is not None and stop():
+      raise _StopRequested()
     sums, examples = exp.eval_step(state, exp.engine.put_batch(batch))
     if acc is None:
       acc = exp.task.eval_init(batch["image"].shape[1:3])
@@ -167,9 +170,15 @@ def evaluate(exp: Experiment, state: Any, split: str | None = None,
 
 
 class _Preemption:
-  """SIGTERM as a stop the loop polls once per step (it saves, then exits 0).
+  """SIGTERM (and a first Ctrl-C) as a stop the run polls (it saves, then exits 0).
 
-  One process: our SIGTERM handler sets a flag. Several processes (after
+  Installed for the whole run: start-up, the step loop, the final evaluation
+  and teardown. In the loop the flag is read once per step, after which the
+  state is saved and the run stops; during the final evaluation (whose
+  checkpoint is already saved) it stops at the next batch. A second Ctrl-C
+  interrupts at once.
+
+  One process: our handlers set a flag. Several processes (after
   `jax.distributed.initialize`): JAX's preemption service already catches
   SIGTERM on any host and agrees a step with every other host
   (`multihost_utils.reached_preemption_sync_point`), so all hosts take the
@@ -180,11 +189,15 @@ class _Preemption:
 
   def __init__(self):
     self.requested = False
+    self.signal_name = ""
     self.multihost = jax.process_count() > 1
 
   def _handler(self, signum, frame):
     del frame
+    if self.requested and signum == signal.SIGINT:  # second Ctrl-C: stop now
+      raise KeyboardInterrupt
     self.requested = True
+    self.signal_name = signal.Signals(signum).name
 
   def reached(self, step: int) -> bool:
     """Whether to save and stop after ``step`` (call every step on every host)."""
@@ -201,14 +214,19 @@ class _Preemption:
       yield self
       return
     try:
-      previous = signal.signal(signal.SIGTERM, self._handler)
+      previous = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread: leave signals alone
       yield self
       return
     try:
       yield self
     finally:
-      signal.signal(signal.SIGTERM, previous)
+      for s, handler in previous.items():
+        signal.signal(s, handler)
+
+
+class _StopRequested(Exception):
+  """Raised between evaluation batches when a stop was requested."""
 
 
 def _check_finite(metrics: dict[str, np.ndarray], step: int, ckpt) -> None:
@@ -220,6 +238,30 @@ def _check_finite(metrics: dict[str, np.ndarray], step: int, ckpt) -> None:
     raise NonFiniteLossError(
         f"non-finite loss at step {step} (loss={loss}, grad_norm={gnorm}); "
         f"training stopped and {where}")
+
+
+def _check_resume_config(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir,
+                         main: bool) -> None:
+  """Refuses to resume a run with a config that changes its meaning (naming
+  each change) unless ``config.resume_changed``; keeps every config used."""
+  resuming = wd.config_json.exists() and wd.checkpoints.exists() and any(
+      p.name.isdigit() for p in wd.checkpoints.iterdir())
+  if resuming:
+    saved = wd.config_json.read_text()
+    meaning, other = config_lib.resume_changes(saved, config)
+    if meaning and not config.resume_changed:
+      raise ValueError(
+          f"{wd} holds a run with another config; resuming it with this one would change "
+          "what it means:\n  " + "\n  ".join(meaning) + "\nUse another --workdir, or "
+          "--config.resume_changed=True to resume with these changes on purpose.")
+    if (meaning or other) and main:
+      archive = wd.path / "configs" / f"config.{int(time.time())}.json"
+      archive.parent.mkdir(parents=True, exist_ok=True)
+      archive.write_text(saved)  # every config the run has used is kept
+      for line in meaning + other:
+        tqdm.write(f"resuming with a changed config: {line}")
+  if main:
+    wd.config_json.write_text(config.to_json_best_effort(indent=2))
 
 
 def _train_log(task, window: list[dict], seconds: float) -> dict[str, float]:
@@ -241,21 +283,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   config_lib.validate(config)
   wd = workdir_lib.Workdir.create(workdir)
+  main = jax.process_index() == 0
+  # One writer per workdir (process 0 of a multi-host run holds it for all).
+  with _Preemption().installed() as preempt, (
+      wd.lock() if main else contextlib.nullcontext()) as lease:
+    return _train_and_evaluate(config, wd, lease, preempt)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir,
+                        lease: workdir_lib.Lease | None, preempt: _Preemption
+                        ) -> dict[str, Any]:
   exp = build(config)
   exp.check_data()  # before the first step: a bad split must not cost a training run
   main = jax.process_index() == 0
-  if main:
-    wd.config_json.write_text(config.to_json_best_effort(indent=2))
+  _check_resume_config(config, wd, main)
   cc = config.checkpoint
   ckpt = ckpt_lib.Checkpointer(wd.checkpoints,
                                every_steps=cc.every_steps, keep=cc.keep,
                                best_metric=cc.best_metric or None,
                                best_mode=cc.best_mode, async_save=cc.async_save)
-  start = ckpt.latest_step() or 0
-  if start:
-    state = exp.engine.from_checkpoint(ckpt.restore(start, exp.abstract_state()))
-  else:
-    state = exp.create_state()
+  start, restored = ckpt.restore_newest_intact(exp.abstract_state(), warn=tqdm.write)
+  state = exp.engine.from_checkpoint(restored) if start else exp.create_state()
   writer = reporting.MetricWriter(wd.path, enabled=main)
   total = config.num_train_steps
   batches: Iterator = parallel.prefetch_to_device(
@@ -266,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   pending = None  # (step, device metrics) of the previous step, checked 1 step late
   stopped_early = False
   try:
-    with _Preemption().installed() as preempt, tqdm(
+    with tqdm(
         total=total, initial=start, desc="train", disable=not (main and config.progress_bar),
         dynamic_ncols=True, mininterval=0.5 if _isatty() else 30.0) as bar:
       for step in range(start + 1, total + 1):
@@ -288,6 +336,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           pending = None
           log = _train_log(exp.task, window, time.time() - t_window)
           writer.write(step, "train", log)
+          if lease is not None:
+            lease.renew()
           bar.set_postfix(loss=f"{log['loss']:.4f}", refresh=False)
           window, t_window = [], time.time()
         if due_eval and step != total:
@@ -299,7 +349,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if stop:
           ckpt.wait()  # the preemption checkpoint is on disk before we exit
           stopped_early = True
-          tqdm.write(f"SIGTERM received: saved checkpoint at step {step}; exiting.")
+          tqdm.write(f"{preempt.signal_name or 'SIGTERM'} received: saved checkpoint at step "
+                     f"{step}; exiting.")
           break
     if not stopped_early:
       final_step = int(exp.engine.fetch(state.step))
@@ -307,7 +358,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       # loses no training. (Without metrics: `best` selection reads the
       # evaluations from metrics.jsonl; the newest checkpoint is always kept.)
       ckpt.save(final_step, exp.engine.to_checkpoint(state))
-      eval_metrics = evaluate(exp, state, progress=main and config.progress_bar)
+      try:
+        eval_metrics = evaluate(exp, state, progress=main and config.progress_bar,
+                                stop=lambda: preempt.requested)
+      except _StopRequested:
+        ckpt.wait()
+        tqdm.write(f"{preempt.signal_name} received during the final evaluation: the "
+                   f"checkpoint of step {final_step} is saved; exiting.")
+        return {"preempted_at_step": final_step}
       writer.write(final_step, "eval", eval_metrics)
   finally:
     ckpt.close()  # waits for async saves: nothing half-written is left behind

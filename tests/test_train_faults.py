@@ -1,0 +1,156 @@
+"""Faults that must not lose work or hang: damaged checkpoints, a second writer,
+a changed config on resume, a file where the checkpoint folder should be."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from visionjax.train import loop
+from spine_fixtures import tiny_config
+
+
+def _config(data_dir, steps, **kw):
+  return tiny_config(data_dir, num_train_steps=steps, **{"checkpoint.every_steps": 2,
+                                                          "checkpoint.async_save": False,
+                                                          "num_visualizations": 0, **kw})
+
+
+def _train_steps(wd):
+  return [json.loads(line)["step"] for line in open(os.path.join(wd, "metrics.jsonl"))
+          if json.loads(line)["split"] == "train"]
+
+
+def test_damaged_newest_checkpoints_fall_back_to_the_last_intact_one(tiny_data_dir, tmp_path,
+                                                                      capsys):
+  wd = str(tmp_path / "run")
+  loop.train_and_evaluate(_config(tiny_data_dir, 4), wd)
+  ckpts = os.path.join(wd, "checkpoints")
+  assert sorted(os.listdir(ckpts)) == ["2", "4"]
+  os.mkdir(os.path.join(ckpts, "999"))  # an empty "newest" checkpoint
+  for root, _, files in os.walk(os.path.join(ckpts, "4")):  # step 4's bytes destroyed
+    for f in files:
+      with open(os.path.join(root, f), "wb") as fh:
+        fh.write(b"\0garbage")
+  loop.train_and_evaluate(_config(tiny_data_dir, 6), wd)
+  out = capsys.readouterr()
+  text = out.out + out.err
+  assert "checkpoints/999 cannot be restored" in text
+  assert "checkpoints/4 cannot be restored" in text
+  moved = sorted(p.split(".")[0] for p in os.listdir(os.path.join(wd, "checkpoints_unreadable")))
+  assert moved == ["4", "999"]
+  # Resumed from step 2: steps 3..6 were trained again after the first run's 1..4.
+  assert _train_steps(wd)[-2:] == [4, 6] and "6" in os.listdir(ckpts)
+  assert json.load(open(os.path.join(wd, "final_metrics.json")))["step"] == 6
+
+
+def test_resume_refuses_a_config_that_changes_the_run(tiny_data_dir, tmp_path):
+  wd = str(tmp_path / "run")
+  loop.train_and_evaluate(_config(tiny_data_dir, 2), wd)
+  with pytest.raises(ValueError, match=r"(?s)would change what it means:\n"
+                                       r"  optimizer.learning_rate: 0.001 -> 0.002\n"
+                                       r"  seed: 0 -> 1\n.*resume_changed=True"):
+    loop.train_and_evaluate(_config(tiny_data_dir, 4, seed=1,
+                                    **{"optimizer.learning_rate": 0.002}), wd)
+  # Allowed changes (a longer run) and a deliberate override both resume; every
+  # config the run used is kept.
+  loop.train_and_evaluate(_config(tiny_data_dir, 4, seed=1, resume_changed=True), wd)
+  assert json.load(open(os.path.join(wd, "config.json")))["seed"] == 1
+  archived = [json.load(open(os.path.join(wd, "configs", f)))
+              for f in os.listdir(os.path.join(wd, "configs"))]
+  assert [(c["seed"], c["num_train_steps"]) for c in archived] == [(0, 2)]
+
+
+def test_a_second_writer_is_refused_at_once(tiny_data_dir, tmp_path):
+  wd = tmp_path / "run"
+  wd.mkdir()
+  parent = os.getppid()  # a live process on this host holds the lock
+  (wd / ".lock").write_text(json.dumps({"pid": parent, "host": socket.gethostname(),
+                                        "since": time.time() - 60, "heartbeat": time.time()}))
+  t = time.time()
+  with pytest.raises(ValueError, match=rf"workdir .*run is in use by process {parent} on host "
+                                       rf"{socket.gethostname()} since "):
+    loop.train_and_evaluate(_config(tiny_data_dir, 2), str(wd))
+  assert time.time() - t < 5
+  assert not (wd / "metrics.jsonl").exists()
+
+
+def test_a_crashed_writers_lock_does_not_block(tiny_data_dir, tmp_path):
+  wd = tmp_path / "run"
+  wd.mkdir()
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  (wd / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                        "since": 0, "heartbeat": 0}))
+  loop.train_and_evaluate(_config(tiny_data_dir, 2), str(wd))
+  assert not (wd / ".lock").exists()  # released at the end
+  # Another host's lock whose heartbeat is older than the lease is stale too.
+  (wd / ".lock").write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": 0,
+                                        "heartbeat": time.time() - 3600}))
+  loop.train_and_evaluate(_config(tiny_data_dir, 2), str(wd))
+
+
+def test_checkpoints_that_is_a_file_is_named(tiny_data_dir, tmp_path):
+  wd = tmp_path / "run"
+  wd.mkdir()
+  (wd / "checkpoints").write_text("oops")
+  t = time.time()
+  with pytest.raises(ValueError, match=r"checkpoints is a file"):
+    loop.train_and_evaluate(_config(tiny_data_dir, 2), str(wd))
+  assert time.time() - t < 5
+
+
+@pytest.mark.parametrize("content,pattern", [
+    (None, r"error: config file '.*cfg.py' does not exist"),
+    ("def get_config(:\n", r"error: config file '.*cfg.py' has a syntax error at line 1"),
+    ("raise RuntimeError('boom')\n", r"error: config file '.*cfg.py' raised RuntimeError: boom"),
+    ("X = 1\n", r"error: config file '.*cfg.py' defines no get_config\(\) function"),
+])
+def test_bad_config_file_is_one_line(tmp_path, content, pattern):
+  from spine_fixtures import run_train_cli
+  cfg = tmp_path / "cfg.py"
+  if content is not None:
+    cfg.write_text(content)
+  r = run_train_cli(str(cfg), str(tmp_path / "wd"), timeout=120)
+  assert r.returncode == 1
+  assert "Traceback" not in r.stderr, r.stderr[-3000:]
+  last = r.stderr.strip().splitlines()[-1]  # (TensorFlow's start-up log lines come before)
+  assert __import__("re").search(pattern, last), r.stderr[-2000:]
+
+
+def test_sigterm_during_start_up_saves_after_the_first_step(tiny_data_dir, tmp_path):
+  import signal
+  from spine_fixtures import CNN_CONFIG, run_train_cli, tiny_cli_flags
+  wd = tmp_path / "wd"
+  proc = run_train_cli(CNN_CONFIG, str(wd), *tiny_cli_flags(tiny_data_dir, 1000),
+                       background=True)
+  deadline = time.time() + 120
+  while time.time() < deadline and not (wd / ".lock").exists():
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)  # while it builds, prepares and compiles
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  assert "SIGTERM received: saved checkpoint at step 1" in out
+  assert sorted(os.listdir(wd / "checkpoints")) == ["1"]
+
+
+def test_stop_during_the_final_evaluation_keeps_the_final_checkpoint(tiny_data_dir, tmp_path,
+                                                                     monkeypatch):
+  from visionjax.train import checkpoint as ckpt_lib
+  from visionjax.train import workdir as workdir_lib
+  preempt = loop._Preemption()
+  save = ckpt_lib.Checkpointer.save
+
+  def save_then_signal(self, step, state, metrics=None):
+    save(self, step, state, metrics)
+    if step == 4:  # the final save: a SIGTERM arrives as the final evaluation starts
+      preempt.requested, preempt.signal_name = True, "SIGTERM"
+
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", save_then_signal)
+  wd = workdir_lib.Workdir.create(tmp_path / "run")
+  out = loop._train_and_evaluate(_config(tiny_data_dir, 4), wd, None, preempt)
+  assert out == {"preempted_at_step": 4}
+  assert "4" in os.listdir(wd.checkpoints) and not wd.final_metrics.exists()
