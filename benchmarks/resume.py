@@ -39,6 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))  # config loader
 
 import fixtures_data as F  # noqa: E402
+
 from visionjax.data import datasets, pipeline  # noqa: E402
 from visionjax.train import loop  # noqa: E402
 

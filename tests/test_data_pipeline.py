@@ -4,17 +4,17 @@ experiment config."""
 import glob
 import os
 
+import fixtures_data as F
 import jax
 import numpy as np
 import pytest
+import spine_fixtures
+from spine_fixtures import REPO
 import tensorflow_datasets as tfds
 from tensorflow_datasets.testing import mocking
 
-import spine_fixtures
 from visionjax.data import pipeline
 from visionjax.train import parallel
-import fixtures_data as F
-from spine_fixtures import REPO
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import sys
 import time
 
 import pytest
+from spine_fixtures import tiny_config
 
 from visionjax.train import loop
-from spine_fixtures import tiny_config
 
 
 def _config(data_dir, steps, **kw):
@@ -123,6 +123,7 @@ def test_bad_config_file_is_one_line(tmp_path, content, pattern):
 
 def test_sigterm_during_start_up_saves_after_the_first_step(tiny_data_dir, tmp_path):
   import signal
+
   from spine_fixtures import CNN_CONFIG, run_train_cli, tiny_cli_flags
   wd = tmp_path / "wd"
   proc = run_train_cli(CNN_CONFIG, str(wd), *tiny_cli_flags(tiny_data_dir, 1000),
