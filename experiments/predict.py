@@ -41,24 +41,7 @@ def _expand(pattern_list: str) -> list[str]:
 
 def overlay(predictor, image, result):
   """The result drawn over ``image`` (uint8 [H, W, 3]) -> uint8 [H, W, 3]."""
-  import numpy as np
-
-  from visionjax import viz
-  names = predictor.class_names
-  task = predictor.task_name
-  if task == "segmentation":
-    return viz.draw_masks(image, result["mask"], len(names))
-  h, w = image.shape[:2]
-  if task == "detection":
-    return viz.draw_boxes(image, result["boxes"], result["classes"], result["scores"], names,
-                          normalized=False)
-  if task == "localization":
-    return viz.draw_boxes(image, np.asarray(result["box"])[None], [result["class"]],
-                          [result["score"]], names, normalized=False)
-  # classification: the whole frame, tagged with the class and its probability
-  return viz.draw_boxes(image, np.asarray([[0, 0, w, h]], np.float32), [result["class"]],
-                        [float(result["probabilities"][result["class"]])], names,
-                        normalized=False)
+  return predictor.exp.task.draw_result(image, result, predictor.class_names)
 
 
 def main(argv):

@@ -11,6 +11,16 @@ if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # keep TF off any GPU
 
+# torchvision (the weight-converter parity tests, extra `convert`) must be
+# imported before TensorFlow: the CUDA build of torch 2.14 loads triton when
+# torchvision imports torch._dynamo, and that segfaults once TensorFlow's
+# libraries are loaded (seen here: `import tensorflow, torchvision` crashes,
+# `import torchvision, tensorflow` works).
+try:
+  import torchvision  # noqa: E402, F401
+except ImportError:
+  pass
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

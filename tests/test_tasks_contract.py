@@ -147,6 +147,21 @@ def test_task_contract(name, tmp_path):
   with Image.open(path) as im:
     assert im.size[0] > 50 and im.size[1] > 50
 
+  # Your own images: one image's inference outputs -> a result at its own
+  # size (here 2H x 3W) -> drawn over it.
+  one_out = _take(outputs, 1) if name != "detection" else {**_take(outputs, 1),
+                                                           "anchors": outputs["anchors"]}
+  inf = jax.device_get(jax.jit(task.inference_outputs)(one_out))
+  first = jax.tree.map(lambda a: np.asarray(a)[0], inf)
+  result = task.to_result(first, class_names=[f"c{i}" for i in range(K)], content=(H, W),
+                          size=(2 * H, 3 * W))
+  assert result
+  if "mask" in result:
+    assert result["mask"].shape == (2 * H, 3 * W)
+  drawn = task.draw_result(np.zeros((2 * H, 3 * W, 3), np.uint8), result,
+                           [f"c{i}" for i in range(K)])
+  assert drawn.dtype == np.uint8 and drawn.shape == (2 * H, 3 * W, 3)
+
 
 def test_unknown_task_and_bad_option_name_the_problem():
   with pytest.raises(ValueError, match="unknown task 'segmentaton'"):

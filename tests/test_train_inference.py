@@ -12,6 +12,7 @@ from PIL import Image
 import pytest
 from spine_fixtures import REPO, tiny_config
 
+from visionjax import tasks
 from visionjax.train import loop
 from visionjax.train.inference import Predictor, to_result
 
@@ -177,20 +178,21 @@ def test_boxes_come_back_in_pixels_of_the_original_image():
                              np.float32),
          "scores": np.asarray([0.9, 0.0, 0.4], np.float32),
          "classes": np.asarray([2, -1, 0], np.int32), "valid": np.asarray([True, False, True])}
-  r = to_result("detection", det, names, (64, 64), (40, 100))  # H=40, W=100
+  detection = tasks.create("detection", len(names))
+  r = to_result(detection, det, names, (64, 64), (40, 100))  # H=40, W=100
   np.testing.assert_allclose(r["boxes"], [[10, 8, 50, 40], [0, 20, 25, 30]], rtol=1e-6)
   assert r["classes"].tolist() == [2, 0] and r["names"] == ["cow", "cat"]
   np.testing.assert_allclose(r["scores"], [0.9, 0.4])
-  none = to_result("detection", {**det, "valid": np.zeros(3, bool)}, names, (64, 64), (4, 5))
+  none = to_result(detection, {**det, "valid": np.zeros(3, bool)}, names, (64, 64), (4, 5))
   assert none["boxes"].shape == (0, 4) and none["names"] == []
   loc = {"classes": np.int32(1), "probabilities": np.asarray([0.2, 0.7, 0.1], np.float32),
          "boxes": np.asarray([0.5, 0.5, 1.0, 1.0], np.float32)}
-  r = to_result("localization", loc, names, (64, 64), (30, 20))
+  r = to_result(tasks.create("localization", len(names)), loc, names, (64, 64), (30, 20))
   assert r["class"] == 1 and r["name"] == "dog" and r["score"] == pytest.approx(0.7)
   np.testing.assert_allclose(r["box"], [10, 15, 20, 30])
   # Segmentation: padding cropped, then the logits resized (bilinear) to the original size.
   logits = np.zeros((8, 8, 2), np.float32)
   logits[:4, :2, 1], logits[:4, 2:4, 1] = 1.0, -1.0  # class 1 left of the 4 x 4 content's middle
   logits[4:, :, 1] = 5.0   # padding rows: must not leak in
-  mask = to_result("segmentation", logits, names[:2], (4, 4), (8, 8))["mask"]
+  mask = to_result(tasks.create("segmentation", 2), logits, names[:2], (4, 4), (8, 8))["mask"]
   assert mask.shape == (8, 8) and (mask[:, :4] == 1).all() and (mask[:, 4:] == 0).all()

@@ -18,9 +18,10 @@ Where each method runs:
 
   in tf.data (graph mode)  targets(example) -> batch fields besides 'image'
   at trace time            validate(batch, channels)
-  inside jit               loss, train_sums, eval_sums, eval_examples, postprocess
+  inside jit               loss, train_sums, eval_sums, eval_examples, postprocess,
+                           inference_outputs
   on host                  summarize_train, eval_init, eval_update, summarize,
-                           visualize
+                           visualize, to_result, draw_result
 """
 from __future__ import annotations
 
@@ -140,8 +141,33 @@ class Task(abc.ABC):
     """Model outputs -> predictions (jittable; detection: NMS)."""
     return outputs
 
+  # ------------------------------------------------------ your own images
+  @abc.abstractmethod
+  def inference_outputs(self, outputs: Any) -> Any:
+    """Model outputs -> what a `Predictor` brings to host (jittable): e.g.
+    classes and probabilities, padded detections, logits."""
+
+  @abc.abstractmethod
+  def to_result(self, out: Mapping[str, np.ndarray] | np.ndarray, *,
+                class_names: Sequence[str], content: tuple[int, int],
+                size: tuple[int, int]) -> dict[str, Any]:
+    """One image's ``inference_outputs`` (NumPy) -> its result at the
+    original ``size`` (H, W); ``content`` (nh, nw) is the part of the model's
+    input that showed the image (the rest is padding). Boxes in pixels."""
+
+  @abc.abstractmethod
+  def draw_result(self, image: np.ndarray, result: Mapping[str, Any],
+                  class_names: Sequence[str]) -> np.ndarray:
+    """``result`` drawn over ``image`` (uint8 [H, W, 3]) -> uint8 [H, W, 3]."""
+
   @abc.abstractmethod
   def visualize(self, images: np.ndarray, batch: Mapping[str, np.ndarray],
                 predictions: Any, class_names: Sequence[str], path: str) -> None:
     """Writes the task's picture of ``predictions`` on ``images`` [N, H, W, 3]
     in [0, 1] (``batch`` holds the ground truth) to ``path``."""
+
+
+def pixel_scale(size: tuple[int, int]) -> np.ndarray:
+  """Normalized xyxy -> pixel edges of an image of ``size`` (H, W)."""
+  h, w = size
+  return np.asarray([w, h, w, h], np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
@@ -65,6 +66,23 @@ class ClassificationTask(base.Task):
             "macro_recall": float(macro["recall"]),
             "macro_f1": float(macro["f1"]),
             "num_examples": count}
+
+  def inference_outputs(self, outputs):
+    logits = jnp.asarray(outputs, jnp.float32)
+    return {"classes": jnp.argmax(logits, -1), "probabilities": jax.nn.softmax(logits, -1)}
+
+  def to_result(self, out, *, class_names, content, size):
+    del content, size
+    c = int(out["classes"])
+    return {"class": c, "name": class_names[c],
+            "probabilities": np.asarray(out["probabilities"])}
+
+  def draw_result(self, image, result, class_names):
+    from visionjax import viz
+    h, w = image.shape[:2]  # the whole frame, tagged with the class and its probability
+    c = result["class"]
+    return viz.draw_boxes(image, np.asarray([[0, 0, w, h]], np.float32), [c],
+                          [float(result["probabilities"][c])], class_names, normalized=False)
 
   def visualize(self, images, batch, predictions, class_names, path):
     from visionjax.viz import predictions as pred_viz

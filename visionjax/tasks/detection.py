@@ -188,6 +188,23 @@ class DetectionTask(base.Task):
       out.update(evaluation.compute(state))
     return out
 
+  def inference_outputs(self, outputs):
+    return self.postprocess(outputs)._asdict()  # padded detections
+
+  def to_result(self, out, *, class_names, content, size):
+    del content
+    keep = np.asarray(out["valid"], bool)
+    classes = np.asarray(out["classes"])[keep].astype(np.int32)
+    boxes = np.asarray(out["boxes"], np.float32)[keep].reshape(-1, 4)
+    return {"boxes": boxes * base.pixel_scale(size), "classes": classes,
+            "names": [class_names[c] for c in classes],
+            "scores": np.asarray(out["scores"], np.float32)[keep]}
+
+  def draw_result(self, image, result, class_names):
+    from visionjax import viz
+    return viz.draw_boxes(image, result["boxes"], result["classes"], result["scores"],
+                          class_names, normalized=False)
+
   def visualize(self, images, batch, predictions, class_names, path):
     """Detections after NMS (solid, with scores) over dashed ground truth;
     one PNG per image in ``<dir of path>/detections``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -95,6 +96,23 @@ class LocalizationTask(base.Task):
     """``{'logits': [B, K], 'boxes': [B, 4]}`` with boxes as normalized xyxy."""
     logits, boxes = self._outputs(outputs)
     return {"logits": logits, "boxes": box_convert(boxes, "cxcywh", "xyxy")}
+
+  def inference_outputs(self, outputs):
+    preds = self.postprocess(outputs)
+    logits = jnp.asarray(preds["logits"], jnp.float32)
+    return {"classes": jnp.argmax(logits, -1), "probabilities": jax.nn.softmax(logits, -1),
+            "boxes": preds["boxes"]}
+
+  def to_result(self, out, *, class_names, content, size):
+    del content
+    c = int(out["classes"])
+    return {"class": c, "name": class_names[c], "score": float(out["probabilities"][c]),
+            "box": np.asarray(out["boxes"], np.float32) * base.pixel_scale(size)}
+
+  def draw_result(self, image, result, class_names):
+    from visionjax import viz
+    return viz.draw_boxes(image, np.asarray(result["box"])[None], [result["class"]],
+                          [result["score"]], class_names, normalized=False)
 
   def visualize(self, images, batch, predictions, class_names, path):
     from visionjax.viz import boxes as box_viz

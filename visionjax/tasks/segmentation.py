@@ -96,6 +96,22 @@ class SegmentationTask(base.Task):
     out["loss"] = float(sums["loss_sum"]) / max(float(sums["count"]), 1.0)
     return out
 
+  def inference_outputs(self, outputs):
+    return jnp.asarray(outputs, jnp.float32)  # logits [B, h, w, K]: resized on host
+
+  def to_result(self, out, *, class_names, content, size):
+    """The mask at the original size: the padding is cropped from the logits,
+    which are resized bilinearly (smooth class borders, unlike nearest on the
+    classes), then arg-maxed."""
+    crop = np.asarray(out)[:content[0], :content[1]]
+    if tuple(content) != tuple(size):
+      crop = tf.image.resize(crop, size, method="bilinear").numpy()
+    return {"mask": np.argmax(crop, axis=-1).astype(np.int32), "names": list(class_names)}
+
+  def draw_result(self, image, result, class_names):
+    from visionjax import viz
+    return viz.draw_masks(image, result["mask"], len(class_names))
+
   def visualize(self, images, batch, predictions, class_names, path):
     from visionjax.viz import predictions as pred_viz
     n = len(images)

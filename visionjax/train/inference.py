@@ -54,7 +54,6 @@ import os
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import tensorflow as tf
@@ -66,9 +65,6 @@ from visionjax.train import evaluation, loop, parallel, steps
 from visionjax.train import workdir as workdir_lib
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
-
-TASKS = ("classification", "localization", "detection", "segmentation")
-
 
 def _buckets(max_batch: int) -> tuple[int, ...]:
   """Batch sizes the forward pass is compiled for: 1, 2, 4, ... < max_batch, max_batch."""
@@ -158,8 +154,6 @@ class Predictor:
       max_batch: the largest batch run at once; longer lists run in chunks.
       step: the checkpoint step, for reporting.
     """
-    if exp.task.name not in TASKS:
-      raise ValueError(f"task {exp.task.name!r} has no predictor; known: {TASKS}")
     if exp.channels != 3:
       raise ValueError(f"the run's images have {exp.channels} channels; Predictor reads RGB "
                        "images (3 channels) only")
@@ -227,18 +221,7 @@ class Predictor:
   def _forward_impl(self, variables, images):
     """images float [B, h, w, 3] normalized -> the task's device outputs."""
     self._traces += 1  # a Python side effect: runs once per trace, never per call
-    outputs = self._model.apply(variables, images, train=False)
-    if self.task_name == "segmentation":
-      return jnp.asarray(outputs, jnp.float32)  # logits [B, h, w, K]: resized on host
-    preds = self.exp.task.postprocess(outputs)
-    if self.task_name == "classification":
-      logits = jnp.asarray(preds, jnp.float32)
-      return {"classes": jnp.argmax(logits, -1), "probabilities": jax.nn.softmax(logits, -1)}
-    if self.task_name == "localization":
-      logits = jnp.asarray(preds["logits"], jnp.float32)
-      return {"classes": jnp.argmax(logits, -1), "probabilities": jax.nn.softmax(logits, -1),
-              "boxes": preds["boxes"]}
-    return preds._asdict()  # detection: padded Detections
+    return self.exp.task.inference_outputs(self._model.apply(variables, images, train=False))
 
   # --------------------------------------------------------- preprocessing
   def preprocess(self, image: ImageLike) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
@@ -289,53 +272,17 @@ class Predictor:
     for i, (x, _, _) in enumerate(prepared):
       batch[i] = x
     out = jax.device_get(self._forward(self._variables, jax.device_put(batch, self._device)))
-    return [to_result(self.task_name, jax.tree.map(lambda a, i=i: np.asarray(a[i]), out),
+    return [to_result(self.exp.task, jax.tree.map(lambda a, i=i: np.asarray(a[i]), out),
                       self.class_names, content, size)
             for i, (_, content, size) in enumerate(prepared)]
 
 
-def to_result(task: str, out: Any, class_names: Sequence[str], content: tuple[int, int],
+def to_result(task: Any, out: Any, class_names: Sequence[str], content: tuple[int, int],
               size: tuple[int, int]) -> dict[str, Any]:
-  """One image's outputs of the forward pass -> its result at the original size.
-
-  Args:
-    task: 'classification', 'localization', 'detection' or 'segmentation'.
-    out: NumPy outputs of one image: segmentation logits [h, w, K]; else a dict
-      (classification: ``classes`` [], ``probabilities`` [K]; localization:
-      those and ``boxes`` [4]; detection: padded ``boxes`` [D, 4], ``scores``,
-      ``classes``, ``valid`` [D]), boxes normalized xyxy.
-    class_names: the K class names.
-    content: (nh, nw), the part of the model's input showing the image.
-    size: (H, W), the original image size.
-  """
-  h, w = size
-  names = tuple(class_names)
-  if task == "segmentation":
-    return {"mask": _mask(np.asarray(out), content, size), "names": list(names)}
-  if task == "classification":
-    c = int(out["classes"])
-    return {"class": c, "name": names[c], "probabilities": np.asarray(out["probabilities"])}
-  scale = np.asarray([w, h, w, h], np.float32)  # normalized xyxy -> pixel edges
-  if task == "localization":
-    c = int(out["classes"])
-    return {"class": c, "name": names[c], "score": float(out["probabilities"][c]),
-            "box": np.asarray(out["boxes"], np.float32) * scale}
-  if task != "detection":
-    raise ValueError(f"task {task!r} has no predictor; known: {TASKS}")
-  keep = np.asarray(out["valid"], bool)
-  classes = np.asarray(out["classes"])[keep].astype(np.int32)
-  return {"boxes": np.asarray(out["boxes"], np.float32)[keep].reshape(-1, 4) * scale,
-          "classes": classes, "names": [names[c] for c in classes],
-          "scores": np.asarray(out["scores"], np.float32)[keep]}
-
-
-def _mask(logits: np.ndarray, content: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-  """logits [h, w, K] -> int32 [H, W]: padding cropped, resized bilinearly, arg-maxed."""
-  crop = logits[:content[0], :content[1]]
-  if tuple(content) != tuple(size):
-    # Bilinear on the logits (not nearest on the classes): smooth class borders.
-    crop = tf.image.resize(crop, size, method="bilinear").numpy()
-  return np.argmax(crop, axis=-1).astype(np.int32)
+  """One image's forward-pass outputs -> its result at the original ``size``
+  (the task's ``to_result``; see `visionjax.tasks.base.Task`)."""
+  return task.to_result(out, class_names=tuple(class_names), content=tuple(content),
+                        size=tuple(size))
 
 
 def to_json(result: dict[str, Any]) -> dict[str, Any]:
