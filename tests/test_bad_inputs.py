@@ -262,11 +262,21 @@ def unet():
   return model, jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
 
 
-@pytest.mark.parametrize("which", ["small_cnn", "unet"])
+@pytest.fixture(scope="module")
+def ssd():
+  model = models.create("ssd_lite", num_classes=3, **models.spec_of("ssd_lite").smoke)
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  return model, jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+
+
+SIZES = {"small_cnn": (32, 32), "unet": (17, 19), "ssd": (64, 64)}
+
+
+@pytest.mark.parametrize("which", ["small_cnn", "unet", "ssd"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.bool_])
 def test_models_reject_integer_images(which, dtype, request):
   model, variables = request.getfixturevalue(which)
-  hw = (32, 32) if which == "small_cnn" else (17, 19)
+  hw = SIZES[which]
   images = jax.ShapeDtypeStruct((1, *hw, 3), dtype)
   name = np.dtype(dtype).name
   with pytest.raises(ValueError, match=r"expected float images normalized as in "
@@ -277,6 +287,8 @@ def test_models_reject_integer_images(which, dtype, request):
 @pytest.mark.parametrize("which,shape,conv", [
     ("small_cnn", (1, 32, 32, 1), "conv1"),
     ("unet", (1, 17, 19, 4), "down1/conv1/conv"),
+    ("ssd", (1, 64, 64, 1), "encoder/stem/conv"),
+    ("ssd", (1, 64, 64, 4), "encoder/stem/conv"),
 ])
 def test_models_reject_wrong_channel_count(which, shape, conv, request):
   model, variables = request.getfixturevalue(which)
@@ -287,7 +299,7 @@ def test_models_reject_wrong_channel_count(which, shape, conv, request):
     jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "unet_small"])
+@pytest.mark.parametrize("name", ["small_cnn", "unet_small", "ssd_lite", "ssd300_vgg16"])
 @pytest.mark.parametrize("n", [0, -1, 2.0])
 def test_models_reject_bad_num_classes(name, n):
   with pytest.raises(ValueError, match=rf"num_classes={n!r}; expected a positive int"):

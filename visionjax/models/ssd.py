@@ -52,7 +52,15 @@ import numpy as np
 
 from visionjax.detection import anchors as anchor_lib
 from visionjax.models.backbones import SMOKE_ENCODER, build_encoder
-from visionjax.models.layers import ConvNormAct, Dtype, ModelSpec, batch_norm, frozen
+from visionjax.models.layers import (
+    ConvNormAct,
+    Dtype,
+    ModelSpec,
+    ZooModule,
+    batch_norm,
+    check_images,
+    frozen,
+)
 
 # (mid channels, out channels, kernel, stride, padding) of each extra layer pair.
 Extra = Tuple[int, int, int, int, int]
@@ -97,8 +105,12 @@ class L2Norm(nn.Module):
     return (x32 / norm * scale.astype(jnp.float32)).astype(x.dtype)
 
 
-class SSD(nn.Module):
+class SSD(ZooModule):
   """SSD detector; see the module docstring for inputs and outputs.
+
+  Inputs are checked like the rest of the zoo (`ZooModule`, `check_images`):
+  float images only, the channel count the params were built with, and
+  ``num_classes >= 1`` foreground classes.
 
   anchor_specs: one `AnchorSpec` per source (backbone sources first, then
     extras); None uses the paper's scales (0.2 .. 0.9, ratios 2 and 3).
@@ -118,9 +130,6 @@ class SSD(nn.Module):
   clamp_anchor_sizes: bool = False
   extra_norm: bool = False
   act: Callable = nn.relu
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   def specs(self) -> Tuple[anchor_lib.AnchorSpec, ...]:
     n = len(self.sources) + len(self.extras)
@@ -134,9 +143,7 @@ class SSD(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False
                ) -> Dict[str, jax.Array]:
-    if self.num_classes < 1:
-      raise ValueError(f"SSD: num_classes={self.num_classes}; expected >= 1 "
-                       "foreground classes")
+    check_images(images, "SSD")
     specs = self.specs()
     enc = build_encoder(self.encoder, self.encoder_kwargs,
                         axis_name=self.axis_name, dtype=self.dtype,
