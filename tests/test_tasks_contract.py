@@ -9,6 +9,8 @@ without a case below fails `test_every_registered_task_has_a_case`.
 """
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 from PIL import Image
@@ -64,6 +66,11 @@ def _detection(rng):
   return batch, outputs, example
 
 
+# The class-id field each task checks on host, and an element of it that is
+# real (not padding, not a padded box).
+CLASS_IDS = {"classification": ("label", (1,)), "segmentation": ("mask", (1, 3, 5)),
+             "localization": ("label", (2,)), "detection": ("box_labels", (2, 1))}
+
 CASES = {"classification": (_classification, {}),
          "segmentation": (_segmentation, {"dice_weight": 0.5, "foreground_weight": 2.0}),
          "localization": (_localization, {}),
@@ -71,7 +78,7 @@ CASES = {"classification": (_classification, {}),
 
 
 def test_every_registered_task_has_a_case():
-  assert set(tasks.REGISTRY) == set(CASES), "add a case for each new task"
+  assert set(tasks.REGISTRY) == set(CASES) == set(CLASS_IDS), "add a case for each new task"
   for name, cls in tasks.REGISTRY.items():
     assert cls.name == name
     assert cls.annotation in ("label", "mask", "boxes")
@@ -113,6 +120,35 @@ def test_task_contract(name, tmp_path):
   key = next(k for k in batch if k != "image")
   with pytest.raises(ValueError, match=key):
     task.validate({k: v for k, v in batch.items() if k != key}, 3)
+
+  # Host-side value checks (every training batch, NumPy, before the device
+  # copy): class ids outside [0, K) ∪ {ignore} are refused naming the field,
+  # the element, the value and the range; padding and ignored values are not.
+  task.check_values(batch)
+  ids, where = CLASS_IDS[name]
+  for bad_value in (K, -1):
+    bad = {**batch, ids: batch[ids].copy()}
+    bad[ids][where] = bad_value
+    index = re.escape(str(list(where)))
+    with pytest.raises(ValueError, match=rf"batch\['{ids}'\]{index} = {bad_value}; expected "
+                                         rf"class ids in \[0, {K}\)"):
+      task.check_values(bad)
+    padding = {**batch, ids: batch[ids].copy(), "valid": np.arange(B) < REAL}
+    padding[ids][REAL] = bad_value  # the padded example: not checked
+    task.check_values(padding)
+  if name == "segmentation":
+    task.check_values({**batch, "mask": np.full_like(batch["mask"], 255)})  # ignore_index
+  if name == "detection":  # labels of padded boxes (box_valid False) are not checked
+    unused = {**batch, "box_labels": batch["box_labels"].copy()}
+    unused["box_labels"][0, 2] = 99
+    task.check_values(unused)
+  boxes = {"localization": "box", "detection": "boxes"}.get(name)
+  if boxes:
+    nan = {**batch, boxes: batch[boxes].copy()}
+    nan[boxes][(0,) * (nan[boxes].ndim - 1) + (2,)] = np.nan
+    with pytest.raises(ValueError, match=rf"batch\['{boxes}'\]\[0, .*2\] = nan; "
+                                         "expected finite values"):
+      task.check_values(nan)
 
   # Exact over padding: the padded batch (garbage in the padded example,
   # masked by `valid`) gives the sums of the real examples alone.

@@ -108,3 +108,30 @@ def test_cli_reports_bad_override_in_one_line(tmp_path):
   assert "unknown config key learnig_rate" in r.stderr
   assert 'Did you mean "learning_rate"' in r.stderr
   assert "Traceback" not in r.stderr
+
+
+def test_out_of_range_label_stops_before_its_step(tiny_data_dir, tmp_path, monkeypatch):
+  """Host-side batch checks (`Task.check_values`): a label outside [0, K) in the
+  training stream stops the run before the step that would use it, naming the
+  step, field, element, value and range, with the step before it saved."""
+  import tensorflow as tf
+  train_dataset = loop.Experiment.train_dataset
+
+  def with_a_bad_label(self, start_step=0):
+    def corrupt(i, batch):  # the batch of step 5 gets label 12 at index 3
+      bad = tf.tensor_scatter_nd_update(batch["label"], [[3]], [12])
+      return {**batch, "label": tf.where(i + start_step + 1 == 5, bad, batch["label"])}
+    return train_dataset(self, start_step).enumerate().map(corrupt)
+
+  monkeypatch.setattr(loop.Experiment, "train_dataset", with_a_bad_label)
+  wd = tmp_path / "run"
+  with pytest.raises(loop.BadBatchError) as e:
+    loop.train_and_evaluate(tiny_config(tiny_data_dir, num_train_steps=8), str(wd))
+  msg = str(e.value)
+  assert "\n" not in msg
+  assert msg.startswith("the training batch of step 5 has a bad value: batch['label'][3] = 12; "
+                        "expected class ids in [0, 10); training stopped before step 5 "
+                        "(checkpoint of step 4 saved)"), msg
+  assert sorted(os.listdir(wd / "checkpoints")) == ["4"]
+  steps = [__import__("json").loads(line)["step"] for line in open(wd / "metrics.jsonl")]
+  assert max(steps) == 4  # steps 1..4 trained, step 5 never ran

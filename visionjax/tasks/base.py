@@ -17,6 +17,7 @@ them into ``eval_update``'s state, and ``summarize(sums, state)`` reads it.
 Where each method runs:
 
   in tf.data (graph mode)  targets(example) -> batch fields besides 'image'
+  on host, per batch       check_values(batch)  (NumPy, before the device copy)
   at trace time            validate(batch, channels)
   inside jit               loss, train_sums, eval_sums, eval_examples, postprocess,
                            inference_outputs
@@ -64,6 +65,58 @@ def validate_int_field(batch: Batch, key: str, shape: tuple[int, ...]) -> None:
         f"batch[{key!r}] has dtype {x.dtype}; expected an integer dtype")
 
 
+def _where(batch: Batch, x: np.ndarray, where: np.ndarray | None) -> np.ndarray | None:
+  """``where`` and ``batch['valid']`` (evaluation padding) broadcast to ``x``'s shape."""
+  masks = [np.asarray(m, bool) for m in (where, batch.get("valid")) if m is not None]
+  out = None
+  for m in masks:
+    m = m.reshape(m.shape + (1,) * (x.ndim - m.ndim))
+    out = m if out is None else out & m
+  return None if out is None else np.broadcast_to(out, x.shape)
+
+
+def _first_bad(key: str, x: np.ndarray, bad: np.ndarray, expected: str) -> None:
+  if bad.any():
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    n = int(bad.sum())
+    more = f" ({n - 1} more such values)" if n > 1 else ""
+    raise ValueError(f"batch[{key!r}]{list(idx)} = {x[idx]}{more}; expected {expected}")
+
+
+def check_class_ids(batch: Batch, key: str, num_classes: int, *, ignore: int | None = None,
+                    where: np.ndarray | None = None) -> None:
+  """Host-side: ``batch[key]`` (NumPy ints) holds class ids in ``[0, num_classes)``
+  or ``ignore``, wherever ``where`` and ``batch['valid']`` are True.
+
+  Raises ValueError naming the field, the first bad element, its value and
+  the allowed range. One min/max pass when every value is in range.
+  """
+  x = np.asarray(batch[key])
+  if x.size == 0 or (x.min() >= 0 and x.max() < num_classes):
+    return
+  bad = (x < 0) | (x >= num_classes)
+  if ignore is not None:
+    bad &= x != ignore
+  mask = _where(batch, x, where)
+  if mask is not None:
+    bad &= mask
+  expected = f"class ids in [0, {num_classes})"
+  _first_bad(key, x, bad, expected + (f" or {ignore} (ignored)" if ignore is not None else ""))
+
+
+def check_finite(batch: Batch, key: str, *, where: np.ndarray | None = None) -> None:
+  """Host-side: ``batch[key]`` (NumPy floats [..., 4] boxes or any floats) is
+  finite wherever ``where`` and ``batch['valid']`` are True."""
+  x = np.asarray(batch[key])
+  if np.isfinite(x).all():
+    return
+  bad = ~np.isfinite(x)
+  mask = _where(batch, x, where)
+  if mask is not None:
+    bad &= mask
+  _first_bad(key, x, bad, "finite values")
+
+
 def valid_mask(batch: Batch) -> jax.Array | None:
   """``batch['valid']`` [B] (False on evaluation padding), if present."""
   return batch.get("valid")
@@ -93,6 +146,15 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def targets(self, example: dict) -> dict:
     """Canonical example (TF tensors, after augmentation) -> target fields."""
+
+  @abc.abstractmethod
+  def check_values(self, batch: Mapping[str, np.ndarray]) -> None:
+    """Host-side value checks of one NumPy batch, before it goes to the
+    devices: class ids in range (or the ignore value), finite boxes.
+    Raises ValueError naming the field, element, value and allowed range
+    (`check_class_ids`, `check_finite`). Elements masked out by padding
+    (``valid``, ``box_valid``) are not checked. Must be cheap: it runs on
+    every training batch."""
 
   @abc.abstractmethod
   def validate(self, batch: Batch, channels: int) -> None:

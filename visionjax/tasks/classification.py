@@ -31,6 +31,9 @@ class ClassificationTask(base.Task):
   def targets(self, example):
     return {"label": tf.cast(example["label"], tf.int32)}
 
+  def check_values(self, batch):
+    base.check_class_ids(batch, "label", self.num_classes)
+
   def validate(self, batch, channels):
     base.validate_image(batch, channels)
     base.validate_int_field(batch, "label", tuple(batch["image"].shape[:1]))

@@ -83,6 +83,12 @@ class DetectionTask(base.Task):
     return transforms.pad_boxes(example, self.max_boxes)
 
   # ----------------------------------------------------------------- checks
+  def check_values(self, batch: Mapping[str, np.ndarray]) -> None:
+    """Labels and coordinates of the real boxes (``box_valid``) only."""
+    box_valid = np.asarray(batch["box_valid"], bool)
+    base.check_class_ids(batch, "box_labels", self.num_classes, where=box_valid)
+    base.check_finite(batch, "boxes", where=box_valid)
+
   def validate(self, batch: Batch, channels: int) -> None:
     base.validate_image(batch, channels)
     img = batch["image"]

@@ -43,6 +43,10 @@ class LocalizationTask(base.Task):
     label, box = datasets.largest_object(example["boxes"], example["box_labels"])
     return {"label": label, "box": box}
 
+  def check_values(self, batch):
+    base.check_class_ids(batch, "label", self.num_classes)
+    base.check_finite(batch, "box")
+
   def validate(self, batch, channels):
     base.validate_image(batch, channels)
     b = tuple(batch["image"].shape[:1])

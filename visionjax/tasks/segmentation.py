@@ -47,6 +47,9 @@ class SegmentationTask(base.Task):
   def targets(self, example):
     return {"mask": tf.cast(example["mask"], tf.int32)}
 
+  def check_values(self, batch):
+    base.check_class_ids(batch, "mask", self.num_classes, ignore=self.ignore_index)
+
   def validate(self, batch, channels):
     base.validate_image(batch, channels)
     base.validate_int_field(batch, "mask", tuple(batch["image"].shape[:3]))

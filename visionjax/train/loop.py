@@ -48,6 +48,31 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/inf loss or gradient."""
 
 
+class BadBatchError(ValueError):
+  """A batch holds values the task cannot train on (`Task.check_values`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _BadBatch:
+  """Stands in the input stream for the batch of ``step`` that failed
+  `Task.check_values`, so the run stops exactly before that step (the
+  batches ahead of it in the prefetch queue are still trained on)."""
+  step: int
+  error: ValueError
+
+
+def _checked_batches(batches: Iterator[dict], task: tasks.Task, start: int) -> Iterator[Any]:
+  """``batches`` (host NumPy, the batch of step start+1 first), each checked by
+  ``task.check_values``; the first bad one becomes a `_BadBatch` and ends it."""
+  for step, batch in enumerate(batches, start + 1):
+    try:
+      task.check_values(batch)
+    except ValueError as e:
+      yield _BadBatch(step, e)
+      return
+    yield batch
+
+
 @dataclasses.dataclass
 class Experiment:
   """Everything built from a config that the loop and the tests need."""
@@ -158,9 +183,16 @@ def evaluate(exp: Experiment, state: Any, split: str | None = None,
   ``stop``: polled before each batch; when it returns True, `_StopRequested`.
   """
   totals, acc = None, None
-  for batch in tqdm(exp.eval_batches(split), desc="eval", disable=not progress, leave=False):
+  for i, batch in enumerate(tqdm(exp.eval_batches(split), desc="eval", disable=not progress,
+                                 leave=False)):
     if stop is not None and stop():
       raise _StopRequested()
+    try:
+      exp.task.check_values(batch)
+    except ValueError as e:
+      name = split or exp.config.dataset.eval_split
+      raise BadBatchError(f"evaluation batch {i} of split {name!r} has a bad value: {e}; "
+                          "fix or re-prepare the dataset") from None
     sums, examples = exp.eval_step(state, exp.engine.put_batch(batch))
     if acc is None:
       acc = exp.task.eval_init(batch["image"].shape[1:3])
@@ -240,6 +272,22 @@ def _check_finite(metrics: dict[str, np.ndarray], step: int, ckpt) -> None:
         f"training stopped and {where}")
 
 
+def _stop_on_bad_batch(bad: _BadBatch, exp: Experiment, state: Any, ckpt, pending,
+                       start: int) -> None:
+  """Saves the state before ``bad.step`` (unless it is the restored one) and
+  raises `BadBatchError` naming the step, the field, the value and the range."""
+  if pending is not None:
+    _check_finite(exp.engine.fetch(pending[1]), pending[0], ckpt)
+  saved = ""
+  if bad.step - 1 > start:
+    ckpt.save(bad.step - 1, exp.engine.to_checkpoint(state))
+    ckpt.wait()
+    saved = f" (checkpoint of step {bad.step - 1} saved)"
+  raise BadBatchError(f"the training batch of step {bad.step} has a bad value: {bad.error}; "
+                      f"training stopped before step {bad.step}{saved}. Fix or re-prepare the "
+                      f"dataset {exp.config.dataset.name!r}")
+
+
 def _check_resume_config(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir,
                          main: bool) -> None:
   """Refuses to resume a run with a config that changes its meaning (naming
@@ -306,9 +354,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workd
   state = exp.engine.from_checkpoint(restored) if start else exp.create_state()
   writer = reporting.MetricWriter(wd.path, enabled=main)
   total = config.num_train_steps
+  # Values are checked on host (NumPy) before the device copy; a bad batch
+  # travels the prefetch queue as a `_BadBatch`, raised at its own step.
   batches: Iterator = parallel.prefetch_to_device(
-      exp.train_dataset(start_step=start).as_numpy_iterator(),
-      exp.engine.put_batch)
+      _checked_batches(exp.train_dataset(start_step=start).as_numpy_iterator(), exp.task, start),
+      lambda b: b if isinstance(b, _BadBatch) else exp.engine.put_batch(b))
   eval_metrics: dict[str, Any] | None = None
   window, t_window = [], time.time()
   pending = None  # (step, device metrics) of the previous step, checked 1 step late
@@ -318,7 +368,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workd
         total=total, initial=start, desc="train", disable=not (main and config.progress_bar),
         dynamic_ncols=True, mininterval=0.5 if _isatty() else 30.0) as bar:
       for step in range(start + 1, total + 1):
-        state, metrics = exp.train_step(state, next(batches))
+        batch = next(batches)
+        if isinstance(batch, _BadBatch):
+          _stop_on_bad_batch(batch, exp, state, ckpt, pending, start)
+        state, metrics = exp.train_step(state, batch)
         # Fetch the previous step's metrics while this one runs.
         if pending is not None:
           window.append(exp.engine.fetch(pending[1]))
