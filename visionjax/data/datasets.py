@@ -27,6 +27,8 @@ both configs of one family and evaluates on the first, e.g.
   voc/2007, voc/2012                     stock TFDS builders (boxes)
   voc_segmentation/{2012,2012_sbd}       `visionjax.data.voc_segmentation`
   cityscapes/semantic_segmentation       stock TFDS builder (manual download)
+  image_folder, mask_folder,             your own data in ``config.dataset.path``
+  coco_json, voc_xml                     (`visionjax.data.own_data`)
 
 Where the archives come from and how a builder is prepared from them:
 `visionjax.data.sources`.
@@ -63,6 +65,11 @@ class DatasetAdapter:
   manual_only: bool = False
   # The builder feature that becomes the canonical ``image``.
   image_key: str = "image"
+  # Your own data: the builder is made from the config (``dataset.path``) and
+  # knows the class names (``builder.class_names``, the same for every kind
+  # in ``kinds``); ``num_classes`` and ``class_names`` stay empty.
+  make_builder: Callable[[ml_collections.ConfigDict], tfds.core.DatasetBuilder] | None = None
+  kinds: tuple[str, ...] = ()
 
 
 def from_tfds_bbox(bbox: tf.Tensor) -> tf.Tensor:
@@ -177,6 +184,17 @@ def _cityscapes_sources(config):
           SourceFile("gtFine_trainvaltest.zip", url))
 
 
+# ------------------------------------------------------------- your own data
+def _own_builder(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  from visionjax.data import own_data
+  return own_data.make_builder(dc)
+
+
+def _own(canonical: Callable[[dict], Example], kinds: tuple[str, ...]) -> DatasetAdapter:
+  return DatasetAdapter(canonical=canonical, num_classes={}, class_names={},
+                        make_builder=_own_builder, kinds=kinds)
+
+
 _DIGITS = tuple(str(d) for d in range(10))
 DATASETS: dict[str, DatasetAdapter] = {
     "digit_scenes": DatasetAdapter(
@@ -200,6 +218,11 @@ DATASETS: dict[str, DatasetAdapter] = {
         canonical=_cityscapes, num_classes={"mask": 19},
         class_names={"mask": CITYSCAPES_CLASSES},
         sources=_cityscapes_sources, manual_only=True, image_key="image_left"),
+    # Your own data: the same features as the stock builders above.
+    "image_folder": _own(_cifar10, ("label",)),
+    "mask_folder": _own(_voc_segmentation, ("mask",)),
+    "coco_json": _own(_voc, ("boxes", "label")),
+    "voc_xml": _own(_voc, ("boxes", "label")),
 }
 
 
@@ -231,6 +254,8 @@ def adapter(dc: ml_collections.ConfigDict) -> DatasetAdapter:
 def get_builder(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The builder of ``dc.name`` (of its first dataset when joined by ``+``)."""
   ad = adapter(dc)
+  if ad.make_builder is not None:
+    return ad.make_builder(dc)
   if ad.register is not None:
     ad.register()
   return tfds.builder(dataset_names(dc)[0], data_dir=dc.get("data_dir"))
@@ -256,19 +281,23 @@ def prepare(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return builders[0]
 
 
-def num_classes(dc: ml_collections.ConfigDict, annotation: str) -> int:
-  """Classes of ``annotation`` ('label' | 'mask' | 'boxes') in this dataset."""
+def num_classes(dc: ml_collections.ConfigDict, annotation: str,
+                builder: tfds.core.DatasetBuilder | None = None) -> int:
+  """Classes of ``annotation`` ('label' | 'mask' | 'boxes') in this dataset
+  (your own data: of ``builder``, made from ``dc`` when not given)."""
+  return len(class_names(dc, annotation, builder))
+
+
+def class_names(dc: ml_collections.ConfigDict, annotation: str,
+                builder: tfds.core.DatasetBuilder | None = None) -> tuple[str, ...]:
   ad = adapter(dc)
-  if annotation not in ad.num_classes:
-    have = sorted(ad.num_classes)
+  kinds = tuple(ad.num_classes) or ad.kinds
+  if annotation not in kinds:
     raise ValueError(f"dataset {dc.name!r} has no {annotation!r} annotations; it has "
-                     f"{have}")
-  return ad.num_classes[annotation]
-
-
-def class_names(dc: ml_collections.ConfigDict, annotation: str) -> tuple[str, ...]:
-  num_classes(dc, annotation)  # same error for a missing annotation
-  return adapter(dc).class_names[annotation]
+                     f"{sorted(kinds)}")
+  if ad.make_builder is not None:
+    return tuple((builder or get_builder(dc)).class_names)
+  return ad.class_names[annotation]
 
 
 def mean_pixel(dc: ml_collections.ConfigDict) -> tuple[float, float, float]:

@@ -126,10 +126,10 @@ class Data:
                               self.adapter.manual_only)
 
   def num_classes(self, annotation: str) -> int:
-    return datasets.num_classes(self.config, annotation)
+    return datasets.num_classes(self.config, annotation, self.builders[0])
 
   def class_names(self, annotation: str) -> tuple[str, ...]:
-    return datasets.class_names(self.config, annotation)
+    return datasets.class_names(self.config, annotation, self.builders[0])
 
 
 def resolve(dc: ml_collections.ConfigDict) -> Data:

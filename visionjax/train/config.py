@@ -42,6 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.name = "digit_scenes/digits32"
   c.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
   c.dataset.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  # Your own data (name 'image_folder', 'mask_folder', 'coco_json' or 'voc_xml'):
+  # its folder, and the mask value that marks unlabelled pixels (None: 255).
+  c.dataset.path = ml_collections.FieldReference(None, field_type=str)
+  c.dataset.ignore_value = ml_collections.FieldReference(None, field_type=int)
   c.dataset.train_split = "train"
   c.dataset.eval_split = "test"
   c.dataset.image_size = ml_collections.FieldReference(None, field_type=tuple)
