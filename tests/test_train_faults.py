@@ -155,3 +155,99 @@ def test_stop_during_the_final_evaluation_keeps_the_final_checkpoint(tiny_data_d
   out = loop._train_and_evaluate(_config(tiny_data_dir, 4), wd, None, preempt)
   assert out == {"preempted_at_step": 4}
   assert "4" in os.listdir(wd.checkpoints) and not wd.final_metrics.exists()
+
+
+def _flip_array_bytes(step_dir):
+  """Overwrites 8 bytes in the middle of the largest array chunk file of a
+  saved checkpoint (the file stays the same size and Orbax's chunk index,
+  which it checks with crc32c, stays intact)."""
+  files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(step_dir, "default"))
+           for f in fs if os.sep + "d" + os.sep in os.path.join(r, f)]
+  big = max(files, key=os.path.getsize)
+  data = bytearray(open(big, "rb").read())
+  mid = len(data) // 2
+  data[mid:mid + 8] = bytes(b ^ 0xA5 for b in data[mid:mid + 8])
+  open(big, "wb").write(data)
+
+
+def test_overwritten_checkpoint_bytes_are_detected_and_the_previous_one_restores(
+    tiny_data_dir, tmp_path):
+  import jax
+  import numpy as np
+  import orbax.checkpoint as ocp
+
+  from visionjax.train import checkpoint as ckpt_lib
+  wd = str(tmp_path / "run")
+  config = _config(tiny_data_dir, 4)
+  loop.train_and_evaluate(config, wd)
+  ckpts = os.path.join(wd, "checkpoints")
+  ck = ckpt_lib.Checkpointer(ckpts, every_steps=0, async_save=False)
+  saved = ck.integrity(4)
+  assert saved["config"] == json.loads(config.to_json_best_effort())  # the resolved config
+  assert len(saved["checksums"]) == len(jax.tree.leaves(loop.build(config).abstract_state()))
+  ck.close()
+  before = ocp.StandardCheckpointer().restore(os.path.join(ckpts, "4", "default"))
+  _flip_array_bytes(os.path.join(ckpts, "4"))
+  # Orbax alone restores the damaged checkpoint without a word, as other numbers.
+  after = ocp.StandardCheckpointer().restore(os.path.join(ckpts, "4", "default"))
+  changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
+                                                      jax.tree.leaves(after))]
+  assert sum(changed) == 1
+  abstract = loop.build(config).abstract_state()
+  ck = ckpt_lib.Checkpointer(ckpts, every_steps=0, async_save=False)
+  with pytest.raises(ckpt_lib.CheckpointIntegrityError,
+                     match=r"checkpoints/4: 1 of \d+ arrays differ from the checksums saved "
+                           r"with them \(first: "):
+    ck.restore(4, abstract)
+  # The resume path (`restore_newest_intact`, as in the loop) moves it aside,
+  # naming it, and restores step 2, which checks out.
+  warnings = []
+  step, state = ck.restore_newest_intact(abstract, warn=warnings.append)
+  ck.close()
+  assert step == 2 and int(state.step) == 2
+  assert len(warnings) == 1 and "checkpoints/4 cannot be restored (CheckpointIntegrityError: " \
+      in warnings[0]
+  assert [p.split(".")[0] for p in os.listdir(os.path.join(wd, "checkpoints_unreadable"))] == ["4"]
+
+
+def test_after_a_nan_the_named_checkpoint_restores(tiny_data_dir, tmp_path, capsys, monkeypatch):
+  """The newest checkpoints (5, 4) are damaged after saving and step 6's batch
+  makes the loss NaN: the message names step 3, the newest one that restores."""
+  import jax
+  import numpy as np
+  import tensorflow as tf
+
+  from visionjax.train import checkpoint as ckpt_lib
+  save = ckpt_lib.Checkpointer.save
+
+  def save_then_damage(self, step, state, metrics=None):
+    save(self, step, state, metrics)  # synchronous here (async_save=False)
+    if step >= 4:
+      _flip_array_bytes(os.path.join(self.directory, str(step)))
+
+  train_dataset = loop.Experiment.train_dataset
+
+  def nan_images_at_step_6(self, start_step=0):
+    def poison(i, batch):
+      nan = tf.fill(tf.shape(batch["image"]), float("nan"))
+      return {**batch, "image": tf.where(i + start_step + 1 == 6, nan, batch["image"])}
+    return train_dataset(self, start_step).enumerate().map(poison)
+
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", save_then_damage)
+  monkeypatch.setattr(loop.Experiment, "train_dataset", nan_images_at_step_6)
+  config = _config(tiny_data_dir, 8, **{"checkpoint.every_steps": 1, "log_every_steps": 1})
+  wd = str(tmp_path / "nan")
+  with pytest.raises(loop.NonFiniteLossError,
+                     match=r"non-finite loss at step 6 \(loss=nan, grad_norm=nan\); training "
+                           r"stopped and the last good checkpoint is step 3 in .*checkpoints "
+                           r"\(restored and verified\)"):
+    loop.train_and_evaluate(config, wd)
+  text = "".join(capsys.readouterr())
+  assert "checkpoints/5 cannot be restored (CheckpointIntegrityError" in text
+  assert "checkpoints/4 cannot be restored (CheckpointIntegrityError" in text
+  ck = ckpt_lib.Checkpointer(os.path.join(wd, "checkpoints"), every_steps=0, async_save=False)
+  assert max(ck.all_steps()) == 3
+  restored = ck.restore(3, loop.build(config).abstract_state())  # verified against its checksums
+  ck.close()
+  assert int(restored.step) == 3
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored.params))

@@ -1,14 +1,86 @@
-"""Orbax checkpointing: periodic + best-by-metric, async, resumable."""
+"""Orbax checkpointing: periodic + best-by-metric, async, resumable, verified.
+
+Each checkpoint ``<dir>/<step>/`` holds two Orbax items: ``default`` (the
+state's arrays) and ``integrity`` (JSON: the run's resolved config and a
+checksum per array, `checksums`). Orbax checks only its chunk *indexes*
+(crc32c); bytes overwritten inside an array chunk restore silently as other
+numbers. So every restore recomputes the checksums and a mismatch is an
+unreadable checkpoint (moved aside by `Checkpointer.restore_newest_intact`).
+Checkpoints written before this had no ``integrity`` item; they restore
+unverified.
+"""
 from __future__ import annotations
 
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from visionjax import paths
+
+
+class CheckpointIntegrityError(ValueError):
+  """A checkpoint's arrays do not match the checksums saved with them."""
+
+
+def _key(path) -> str:
+  return "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+
+
+def _words(x, xp):
+  """The bits of ``x`` as uint32 words (``xp``: numpy or jax.numpy)."""
+  if xp is jnp and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == bool:
+    return x.astype(xp.uint32)
+  size = np.dtype(x.dtype).itemsize
+  word = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[size]
+  if xp is jnp:
+    u = jax.lax.bitcast_convert_type(x, word)  # 8 bytes -> a trailing axis of 2 words
+  else:
+    u = np.ascontiguousarray(x).view(word)
+  return u.astype(xp.uint32)
+
+
+def _leaf_checksum(x, xp):
+  """Two uint32 sums of the words w_i: sum(w_i * (2i+1)) and sum(w_i ^ (i * phi)),
+  mod 2**32. Integer sums wrap exactly in any reduction order, so the result
+  does not depend on sharding or devices; any change of one word changes the
+  first sum (its factor 2i+1 is odd)."""
+  u = _words(x, xp)
+  i = xp.arange(u.size, dtype=xp.uint32).reshape(u.shape)
+  return xp.stack([xp.sum(u * (2 * i + 1), dtype=xp.uint32),
+                   xp.sum(u ^ (i * np.uint32(0x9E3779B9)), dtype=xp.uint32)])
+
+
+_device_checksums = jax.jit(lambda tree: jax.tree.map(lambda x: _leaf_checksum(x, jnp), tree))
+
+
+def checksums(tree: Any) -> dict[str, str]:
+  """``{'params/conv1/kernel': '<16 hex digits>', ...}`` for every array of
+  ``tree``: a cheap bit-exact fingerprint of its values (`_leaf_checksum`),
+  computed where each array lives (device arrays on device)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  on_device = {_key(p): x for p, x in leaves if isinstance(x, jax.Array)}
+  sums = jax.device_get(_device_checksums(on_device)) if on_device else {}
+  sums.update({_key(p): _leaf_checksum(np.asarray(x), np) for p, x in leaves
+               if not isinstance(x, jax.Array)})
+  return {k: f"{int(v[0]):08x}{int(v[1]):08x}" for k, v in sums.items()}
+
+
+def verify(tree: Any, saved: dict[str, str], where: str) -> None:
+  """Raises `CheckpointIntegrityError` naming the arrays of ``tree`` whose
+  checksums differ from ``saved`` (arrays absent from ``saved`` are skipped)."""
+  now = checksums(tree)
+  bad = sorted(k for k in now if k in saved and saved[k] != now[k])
+  if bad:
+    raise CheckpointIntegrityError(
+        f"{where}: {len(bad)} of {len(now)} arrays differ from the checksums saved with them "
+        f"(first: {bad[0]}); its bytes were changed after saving")
 
 
 class Checkpointer:
@@ -17,17 +89,20 @@ class Checkpointer:
   Keeps the latest ``keep`` checkpoints plus the best one by ``best_metric``
   (among checkpoints saved with evaluation metrics). Saves are asynchronous:
   training continues while the arrays are written; `wait` blocks until done.
+  ``config``: the run's resolved config (a JSON-able dict), stored with each
+  checkpoint next to its checksums (see the module docstring).
   """
 
   def __init__(self, directory: str, *, every_steps: int, keep: int = 3,
                best_metric: str | None = None, best_mode: str = "max",
-               async_save: bool = True):
+               async_save: bool = True, config: dict | None = None):
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
     # Orbax takes epath paths (local or gs://); never abspath a URL.
     self.directory = paths.resolve(directory)
     self.every_steps = every_steps
     self.best_metric = best_metric
+    self.config = config
     policies: list[pp.PreservationPolicy] = [pp.LatestN(n=keep)]
     if best_metric:
       policies.append(pp.BestN(get_metric_fn=lambda m: m[best_metric],
@@ -36,7 +111,13 @@ class Checkpointer:
     self._options = ocp.CheckpointManagerOptions(
         preservation_policy=pp.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save, create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+    self.manager = self._manager()
+
+  def _manager(self) -> ocp.CheckpointManager:
+    # Named items from the start: the arrays ('default', where checkpoints
+    # without an integrity item keep theirs too) and the integrity JSON.
+    return ocp.CheckpointManager(self.directory, options=self._options,
+                                 item_names=("default", "integrity"))
 
   def restore_newest_intact(self, abstract_state: Any, warn=print) -> tuple[int, Any]:
     """``(step, state)`` of the newest checkpoint that restores; ``(0, None)``
@@ -60,7 +141,7 @@ class Checkpointer:
         # it finds (an empty step folder looks like a multi-item checkpoint and
         # then fails every restore), so it must not see the bad one again.
         self.manager.close()
-        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+        self.manager = self._manager()
         warn(f"warning: checkpoint {bad} cannot be restored ({type(e).__name__}: {reason}); "
              f"moved to {dest}; trying the previous one")
     return 0, None
@@ -80,14 +161,29 @@ class Checkpointer:
       return
     if metrics is not None and self.best_metric:
       metrics = {self.best_metric: float(metrics[self.best_metric])}
-    saved = self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
-                              force=True)
+    integrity = {"format": 1, "checksums": checksums(state), "config": self.config}
+    saved = self.manager.save(step, args=ocp.args.Composite(
+        default=ocp.args.StandardSave(state), integrity=ocp.args.JsonSave(integrity)),
+        metrics=metrics, force=True)
     if not saved:  # Orbax declined (e.g. a save still in flight): say so loudly
       raise RuntimeError(f"Orbax did not save step {step} in {self.directory}")
 
+  def integrity(self, step: int) -> dict | None:
+    """The config and checksums saved with ``step`` (None if it has none)."""
+    if not (self.directory / str(step) / "integrity").exists():
+      return None
+    return self.manager.restore(step, args=ocp.args.Composite(
+        integrity=ocp.args.JsonRestore()))["integrity"]
+
   def restore(self, step: int, abstract_state: Any) -> Any:
-    """The state saved at ``step``, placed like ``abstract_state``."""
-    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    """The state saved at ``step``, placed like ``abstract_state``; its arrays
+    checked against the saved checksums (`CheckpointIntegrityError`)."""
+    state = self.manager.restore(step, args=ocp.args.Composite(
+        default=ocp.args.StandardRestore(abstract_state)))["default"]
+    saved = self.integrity(step)
+    if saved is not None:
+      verify(state, saved["checksums"], f"checkpoint {self.directory / str(step)}")
+    return state
 
   def restore_subset(self, step: int, abstract_subset: dict[str, Any]) -> dict[str, Any]:
     """Only the top-level entries of ``abstract_subset`` (e.g. ``params`` and
@@ -95,10 +191,14 @@ class Checkpointer:
     the abstract arrays."""
     restore_args = jax.tree.map(
         lambda a: ocp.ArrayRestoreArgs(sharding=getattr(a, "sharding", None)), abstract_subset)
-    return ocp.PyTreeCheckpointer().restore(
+    subset = ocp.PyTreeCheckpointer().restore(
         self.directory / str(step) / "default",
         args=ocp.args.PyTreeRestore(item=abstract_subset, restore_args=restore_args,
                                     partial_restore=True))
+    saved = self.integrity(step)
+    if saved is not None:
+      verify(subset, saved["checksums"], f"checkpoint {self.directory / str(step)}")
+    return subset
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

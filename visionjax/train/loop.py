@@ -261,12 +261,17 @@ class _StopRequested(Exception):
   """Raised between evaluation batches when a stop was requested."""
 
 
-def _check_finite(metrics: dict[str, np.ndarray], step: int, ckpt) -> None:
+def _check_finite(metrics: dict[str, np.ndarray], step: int, ckpt, exp: Experiment) -> None:
+  """Raises `NonFiniteLossError` on a NaN/inf loss or gradient norm, naming the
+  newest checkpoint that restores: saves in flight are finished first, and
+  each candidate is restored and verified (a damaged one is moved aside with
+  a warning, as on resume), so the named one is known to work."""
   loss, gnorm = float(metrics["loss"]), float(metrics["grad_norm"])
   if not (math.isfinite(loss) and math.isfinite(gnorm)):
-    last = ckpt.latest_step()
-    where = (f"the last good checkpoint is step {last} in {ckpt.directory}"
-             if last is not None else "no checkpoint was saved before it")
+    ckpt.wait()
+    last, _ = ckpt.restore_newest_intact(exp.abstract_state(), warn=tqdm.write)
+    where = (f"the last good checkpoint is step {last} in {ckpt.directory} (restored and "
+             "verified)" if last else "no checkpoint was saved before it")
     raise NonFiniteLossError(
         f"non-finite loss at step {step} (loss={loss}, grad_norm={gnorm}); "
         f"training stopped and {where}")
@@ -277,7 +282,7 @@ def _stop_on_bad_batch(bad: _BadBatch, exp: Experiment, state: Any, ckpt, pendin
   """Saves the state before ``bad.step`` (unless it is the restored one) and
   raises `BadBatchError` naming the step, the field, the value and the range."""
   if pending is not None:
-    _check_finite(exp.engine.fetch(pending[1]), pending[0], ckpt)
+    _check_finite(exp.engine.fetch(pending[1]), pending[0], ckpt, exp)
   saved = ""
   if bad.step - 1 > start:
     ckpt.save(bad.step - 1, exp.engine.to_checkpoint(state))
@@ -349,7 +354,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workd
   ckpt = ckpt_lib.Checkpointer(wd.checkpoints,
                                every_steps=cc.every_steps, keep=cc.keep,
                                best_metric=cc.best_metric or None,
-                               best_mode=cc.best_mode, async_save=cc.async_save)
+                               best_mode=cc.best_mode, async_save=cc.async_save,
+                               config=json.loads(config.to_json_best_effort()))
   start, restored = ckpt.restore_newest_intact(exp.abstract_state(), warn=tqdm.write)
   state = exp.engine.from_checkpoint(restored) if start else exp.create_state()
   writer = reporting.MetricWriter(wd.path, enabled=main)
@@ -375,7 +381,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workd
         # Fetch the previous step's metrics while this one runs.
         if pending is not None:
           window.append(exp.engine.fetch(pending[1]))
-          _check_finite(window[-1], pending[0], ckpt)
+          _check_finite(window[-1], pending[0], ckpt, exp)
         pending = (step, metrics)
         bar.update(1)
         # Read the flag once: a SIGTERM landing later in this iteration must not
@@ -385,7 +391,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workd
         due_eval = config.eval_every_steps and step % config.eval_every_steps == 0
         if step % config.log_every_steps == 0 or due_ckpt or due_eval or step == total:
           window.append(exp.engine.fetch(metrics))  # sync: this step is checked too
-          _check_finite(window[-1], step, ckpt)
+          _check_finite(window[-1], step, ckpt, exp)
           pending = None
           log = _train_log(exp.task, window, time.time() - t_window)
           writer.write(step, "train", log)
