@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from visionjax.data import augment_config, datasets, sources, transforms
+from visionjax.data import augment_config, datasets, prepared, sources, transforms
 
 Batch = dict[str, np.ndarray]
 
@@ -124,6 +124,7 @@ class Data:
     for dc, builder in zip(self.configs(), self.builders):
       sources.prepare_builder(dc, builder, self.adapter.sources(datasets.config_name(dc.name)),
                               self.adapter.manual_only)
+      prepared.check_files(builder)  # a missing/truncated file named now, not mid-run
 
   def num_classes(self, annotation: str) -> int:
     return datasets.num_classes(self.config, annotation, self.builders[0])
@@ -136,7 +137,13 @@ def resolve(dc: ml_collections.ConfigDict) -> Data:
   """Resolves ``dc`` (``config.dataset``) once; raises on an unknown name."""
   names = tuple(datasets.dataset_names(dc))
   ad = datasets.adapter(dc)
-  builders = tuple(datasets.get_builder(datasets.single(dc, n)) for n in names)
+  try:
+    builders = tuple(datasets.get_builder(datasets.single(dc, n)) for n in names)
+  except Exception as e:  # noqa: BLE001  (a damaged dataset_info.json gets named)
+    named = prepared.info_error(dc.get("data_dir"), names, e)
+    if named is e:
+      raise
+    raise named from None
   return Data(config=dc, names=names, adapter=ad, builders=builders)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from visionjax import models, tasks
-from visionjax.data import pipeline
+from visionjax.data import pipeline, prepared
 from visionjax.train import checkpoint as ckpt_lib
 from visionjax.train import config as config_lib
 from visionjax.train import optim, parallel, reporting, steps
@@ -54,21 +54,37 @@ class BadBatchError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class _BadBatch:
-  """Stands in the input stream for the batch of ``step`` that failed
-  `Task.check_values`, so the run stops exactly before that step (the
-  batches ahead of it in the prefetch queue are still trained on)."""
+  """Stands in the input stream for the batch of ``step`` that could not be
+  read or failed `Task.check_values`, so the run stops exactly before that
+  step (the batches ahead of it in the prefetch queue are still trained on).
+  ``what``: "has a bad value: ..." / "could not be read"; ``detail`` ends the
+  message (what to do)."""
   step: int
-  error: ValueError
+  what: str
+  detail: str
 
 
-def _checked_batches(batches: Iterator[dict], task: tasks.Task, start: int) -> Iterator[Any]:
+def _checked_batches(batches: Iterator[dict], task: tasks.Task, start: int,
+                     read_error, dataset: str) -> Iterator[Any]:
   """``batches`` (host NumPy, the batch of step start+1 first), each checked by
-  ``task.check_values``; the first bad one becomes a `_BadBatch` and ends it."""
-  for step, batch in enumerate(batches, start + 1):
+  ``task.check_values``; the first bad or unreadable one becomes a `_BadBatch`
+  and ends it. ``read_error(e)``: the error naming the damaged file."""
+  it = iter(batches)
+  step = start
+  while True:
+    step += 1
+    try:
+      batch = next(it)
+    except StopIteration:
+      return
+    except Exception as e:  # noqa: BLE001  (tf.data's DataLossError, NotFoundError...)
+      yield _BadBatch(step, "could not be read", f": {read_error(e)}")
+      return
     try:
       task.check_values(batch)
     except ValueError as e:
-      yield _BadBatch(step, e)
+      yield _BadBatch(step, f"has a bad value: {e}",
+                      f". Fix or re-prepare the dataset {dataset!r}")
       return
     yield batch
 
@@ -131,12 +147,13 @@ class Experiment:
     pipeline.host_batch_size(self.config.batch_size)
     for split in (self.config.dataset.train_split, self.config.dataset.eval_split):
       pipeline.max_host_share(self.data, split, all_datasets=True)
+    split = self.config.dataset.eval_split
     try:
       next(iter(self.eval_batches()))
     except Exception as e:  # noqa: BLE001  (any read/decode failure, re-raised named)
-      raise ValueError(f"cannot read the evaluation split {self.config.dataset.eval_split!r} of "
-                       f"{self.config.dataset.name!r}: {type(e).__name__}: {e}; re-prepare the "
-                       "dataset (delete its folder under data_dir)") from e
+      raise ValueError(f"cannot read the evaluation split {split!r} of "
+                       f"{self.config.dataset.name!r}: "
+                       f"{prepared.read_error(self.data.builders, split, e)}") from None
 
   @property
   def class_names(self) -> tuple[str, ...]:
@@ -280,7 +297,7 @@ def _check_finite(metrics: dict[str, np.ndarray], step: int, ckpt, exp: Experime
 def _stop_on_bad_batch(bad: _BadBatch, exp: Experiment, state: Any, ckpt, pending,
                        start: int) -> None:
   """Saves the state before ``bad.step`` (unless it is the restored one) and
-  raises `BadBatchError` naming the step, the field, the value and the range."""
+  raises `BadBatchError` naming the step and the bad value or damaged file."""
   if pending is not None:
     _check_finite(exp.engine.fetch(pending[1]), pending[0], ckpt, exp)
   saved = ""
@@ -288,9 +305,8 @@ def _stop_on_bad_batch(bad: _BadBatch, exp: Experiment, state: Any, ckpt, pendin
     ckpt.save(bad.step - 1, exp.engine.to_checkpoint(state))
     ckpt.wait()
     saved = f" (checkpoint of step {bad.step - 1} saved)"
-  raise BadBatchError(f"the training batch of step {bad.step} has a bad value: {bad.error}; "
-                      f"training stopped before step {bad.step}{saved}. Fix or re-prepare the "
-                      f"dataset {exp.config.dataset.name!r}")
+  raise BadBatchError(f"the training batch of step {bad.step} {bad.what}; training stopped "
+                      f"before step {bad.step}{saved}{bad.detail}")
 
 
 def _check_resume_config(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir,
@@ -363,7 +379,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workd
   # Values are checked on host (NumPy) before the device copy; a bad batch
   # travels the prefetch queue as a `_BadBatch`, raised at its own step.
   batches: Iterator = parallel.prefetch_to_device(
-      _checked_batches(exp.train_dataset(start_step=start).as_numpy_iterator(), exp.task, start),
+      _checked_batches(exp.train_dataset(start_step=start).as_numpy_iterator(), exp.task, start,
+                       functools.partial(prepared.read_error, exp.data.builders,
+                                         config.dataset.train_split), config.dataset.name),
       lambda b: b if isinstance(b, _BadBatch) else exp.engine.put_batch(b))
   eval_metrics: dict[str, Any] | None = None
   window, t_window = [], time.time()
