@@ -34,7 +34,7 @@ from visionjax import models, tasks
 from visionjax.data import pipeline, prepared
 from visionjax.train import checkpoint as ckpt_lib
 from visionjax.train import config as config_lib
-from visionjax.train import optim, parallel, reporting, steps
+from visionjax.train import disk, optim, parallel, reporting, steps
 from visionjax.train import workdir as workdir_lib
 from visionjax.train.state import init_state
 
@@ -348,15 +348,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains (resuming if the workdir has a checkpoint), evaluates, reports.
 
   Returns the final evaluation metrics (also in ``final_metrics.json``).
-  Raises `NonFiniteLossError` on a NaN/inf loss, naming the step.
+  Raises `NonFiniteLossError` on a NaN/inf loss, naming the step, and
+  `disk.DiskFullError` (one line: what, where, "free space and rerun") when a
+  write fails for lack of space; rerunning resumes from the last checkpoint.
   """
   config_lib.validate(config)
   wd = workdir_lib.Workdir.create(workdir)
   main = jax.process_index() == 0
   # One writer per workdir (process 0 of a multi-host run holds it for all).
   with _Preemption().installed() as preempt, (
-      wd.lock() if main else contextlib.nullcontext()) as lease:
-    return _train_and_evaluate(config, wd, lease, preempt)
+      wd.lock() if main else contextlib.nullcontext()) as lease, \
+      disk.quiet_orbax_disk_errors():
+    try:
+      return _train_and_evaluate(config, wd, lease, preempt)
+    except Exception as e:  # noqa: BLE001  (a full disk, in any of its shapes, as one line)
+      full = disk.disk_full_error(e, wd.path)
+      if full is None:
+        raise
+      raise full from None
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir,
@@ -450,8 +459,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workd
   if stopped_early:
     return {"preempted_at_step": step}
   if main:
-    wd.final_metrics.write_text(json.dumps(
-        reporting.jsonable({"step": final_step, **eval_metrics}), indent=2))
+    with disk.names_file(wd.final_metrics):
+      wd.final_metrics.write_text(json.dumps(
+          reporting.jsonable({"step": final_step, **eval_metrics}), indent=2))
     _visualize(exp, state, wd)
   return eval_metrics
 
@@ -459,10 +469,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workd
 def _visualize(exp: Experiment, state: Any, wd: workdir_lib.Workdir) -> None:
   """Learning curves and the task's picture of some eval predictions."""
   from visionjax.viz import curves
-  curves.plot_learning_curves(reporting.read_metrics(wd.path),
-                              os.fspath(wd.file("learning_curves.png")))
-  visualize_predictions(exp, parallel.host_copy(exp.engine.to_checkpoint(state)),
-                        os.fspath(wd.file("predictions.png")))
+  with disk.names_file(wd.file("learning_curves.png")):
+    curves.plot_learning_curves(reporting.read_metrics(wd.path),
+                                os.fspath(wd.file("learning_curves.png")))
+  with disk.names_file(wd.file("predictions.png")):
+    visualize_predictions(exp, parallel.host_copy(exp.engine.to_checkpoint(state)),
+                          os.fspath(wd.file("predictions.png")))
 
 
 def visualize_predictions(exp: Experiment, host_state: Any, path: str) -> None:

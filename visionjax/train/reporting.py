@@ -11,6 +11,7 @@ from etils import epath
 import numpy as np
 
 from visionjax import paths
+from visionjax.train import disk
 
 
 def jsonable(v: Any) -> Any:
@@ -58,7 +59,7 @@ class MetricWriter:
               **{k: jsonable(v) for k, v in metrics.items()}}
     line = json.dumps(record) + "\n"
     if self._append:
-      with self.path.open("a") as f:
+      with disk.names_file(self.path), self.path.open("a") as f:
         f.write(line)
     else:
       if self._lines is None:
