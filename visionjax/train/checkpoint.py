@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from visionjax import paths
+from visionjax.train import reporting
 
 
 class CheckpointIntegrityError(ValueError):
@@ -206,3 +207,36 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def select_step(wd: Any, ckpt: Checkpointer, config: Any, checkpoint: str | int) -> int:
+  """The step of ``checkpoint``: 'latest', 'best' (by the run's evaluations of
+  ``config.checkpoint.best_metric`` in metrics.jsonl) or a step number.
+
+  ``wd``: the run's `visionjax.train.workdir.Workdir`; ``config``: its config."""
+  steps = ckpt.all_steps()
+  if not steps:
+    raise ValueError(f"{wd} has no checkpoints in {wd.checkpoints}")
+  if checkpoint == "latest":
+    return max(steps)
+  if checkpoint == "best":
+    metric, mode = config.checkpoint.best_metric, config.checkpoint.best_mode
+    if not metric:
+      raise ValueError("--checkpoint=best needs config.checkpoint.best_metric, which this "
+                       "run did not set; use 'latest' or a step from "
+                       f"{sorted(steps)}")
+    scored = {r["step"]: r[metric] for r in reporting.read_metrics(wd.path)
+              if r.get("split") == "eval" and r["step"] in steps and r.get(metric) is not None}
+    if not scored:
+      raise ValueError(f"no checkpoint of {wd} has an evaluation of {metric!r}; "
+                       f"checkpoints: {sorted(steps)}")
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda s: (scored[s], s))
+  try:
+    step = int(checkpoint)
+  except (TypeError, ValueError):
+    raise ValueError(f"checkpoint={checkpoint!r}; expected 'latest', 'best' or a step "
+                     f"number from {sorted(steps)}") from None
+  if step not in steps:
+    raise ValueError(f"{wd} has no checkpoint at step {step}; it has {sorted(steps)}")
+  return step

@@ -22,43 +22,13 @@ from visionjax.train import checkpoint as ckpt_lib
 from visionjax.train import config as config_lib
 from visionjax.train import loop, parallel, reporting
 from visionjax.train import workdir as workdir_lib
+from visionjax.train.checkpoint import select_step  # also used by inference.py
 from visionjax.train.state import TrainState
 
 
 def load_config(wd: workdir_lib.Workdir) -> ml_collections.ConfigDict:
   """The resolved config a run saved in its ``config.json``."""
   return config_lib.from_json(wd.config_json.read_text())
-
-
-def select_step(wd: workdir_lib.Workdir, ckpt: ckpt_lib.Checkpointer,
-                config: ml_collections.ConfigDict, checkpoint: str | int) -> int:
-  """The step of ``checkpoint``: 'latest', 'best' or a step number."""
-  steps = ckpt.all_steps()
-  if not steps:
-    raise ValueError(f"{wd} has no checkpoints in {wd.checkpoints}")
-  if checkpoint == "latest":
-    return max(steps)
-  if checkpoint == "best":
-    metric, mode = config.checkpoint.best_metric, config.checkpoint.best_mode
-    if not metric:
-      raise ValueError("--checkpoint=best needs config.checkpoint.best_metric, which this "
-                       "run did not set; use 'latest' or a step from "
-                       f"{sorted(steps)}")
-    scored = {r["step"]: r[metric] for r in reporting.read_metrics(wd.path)
-              if r.get("split") == "eval" and r["step"] in steps and r.get(metric) is not None}
-    if not scored:
-      raise ValueError(f"no checkpoint of {wd} has an evaluation of {metric!r}; "
-                       f"checkpoints: {sorted(steps)}")
-    pick = max if mode == "max" else min
-    return pick(scored, key=lambda s: (scored[s], s))
-  try:
-    step = int(checkpoint)
-  except (TypeError, ValueError):
-    raise ValueError(f"checkpoint={checkpoint!r}; expected 'latest', 'best' or a step "
-                     f"number from {sorted(steps)}") from None
-  if step not in steps:
-    raise ValueError(f"{wd} has no checkpoint at step {step}; it has {sorted(steps)}")
-  return step
 
 
 def evaluate_workdir(workdir: str | os.PathLike, *, checkpoint: str | int = "latest",
