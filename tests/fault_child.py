@@ -17,6 +17,9 @@ no cleanup) at one moment of step STEP:
   eval      as the final evaluation starts (STEP is ignored)
 ``--fsize BYTES``: RLIMIT_FSIZE with SIGXFSZ ignored, so writing past BYTES in
 any one file fails with EFBIG, as a full disk fails a write with ENOSPC.
+``--after-lock``: waits (after start-up) until another process holds the
+workdir's lock, then trains. Before exiting it prints ``elapsed <seconds>``: the time spent in
+`train_and_evaluate` (not in Python, TensorFlow and JAX start-up).
 """
 from __future__ import annotations
 
@@ -87,6 +90,8 @@ def main() -> None:
   p.add_argument("--kill", default="")
   p.add_argument("--fsize", type=int, default=0)
   p.add_argument("--checkpoint-every", type=int, default=2)
+  p.add_argument("--after-lock", action="store_true",
+                 help="start training only once another process holds the workdir's lock")
   a = p.parse_args()
   from spine_fixtures import tiny_config
 
@@ -100,10 +105,17 @@ def main() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (a.fsize, a.fsize))
   print("started", flush=True)
+  lock = os.path.join(a.workdir, ".lock")
+  deadline = time.time() + 600
+  while a.after_lock and not os.path.exists(lock) and time.time() < deadline:
+    time.sleep(0.02)
+  t = time.perf_counter()
   try:
     loop.train_and_evaluate(config, a.workdir)
   except (ValueError, loop.NonFiniteLossError) as e:
+    print(f"elapsed {time.perf_counter() - t:.3f}", flush=True)
     sys.exit(f"error: {e}")
+  print(f"elapsed {time.perf_counter() - t:.3f}", flush=True)
   print("done", flush=True)
 
 

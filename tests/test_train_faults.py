@@ -2,6 +2,7 @@
 a changed config on resume, a file where the checkpoint folder should be."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -251,3 +252,31 @@ def test_after_a_nan_the_named_checkpoint_restores(tiny_data_dir, tmp_path, caps
   ck.close()
   assert int(restored.step) == 3
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored.params))
+
+
+def test_a_real_second_process_on_the_workdir_is_refused_within_5_s(tiny_data_dir, tmp_path):
+  """Two real training processes on one workdir: the second is refused at
+  once (timed inside it, start-up excluded) naming the first, which goes on."""
+  from fault_child import child_env
+  child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_child.py")
+  wd = tmp_path / "run"
+  cmd = [sys.executable, child, tiny_data_dir, str(wd), "100000", "--checkpoint-every", "0"]
+  first = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+  try:  # both start up together; the second tries once the first holds the lock
+    second = subprocess.run(cmd + ["--after-lock"], env=child_env(), capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 1, second.stdout + second.stderr[-3000:]
+    last = second.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"error: workdir {re.escape(str(wd))} is in use by process {first.pid} "
+                        rf"on host {re.escape(socket.gethostname())} since [-0-9]+ [:0-9]+ "
+                        rf"\(lock file {re.escape(str(wd))}/\.lock\); wait for it, stop it, or "
+                        r"use another --workdir", last), last
+    elapsed = float(re.search(r"elapsed ([0-9.]+)", second.stdout).group(1))
+    assert elapsed < 5, elapsed  # refused before building anything
+    assert first.poll() is None  # the first run goes on, still holding the lock
+    assert json.loads((wd / ".lock").read_text())["pid"] == first.pid
+    assert not (wd / "metrics.jsonl").exists() or _train_steps(wd) == sorted(set(_train_steps(wd)))
+  finally:
+    first.kill()  # (SIGTERM's clean stop is tested above; this keeps the test short)
+    first.communicate(timeout=300)
