@@ -67,6 +67,24 @@ def test_image_folder_with_a_split_fraction(tmp_path):
   assert m["num_examples"] == 3 and 0.0 <= m["accuracy"] <= 1.0
 
 
+def test_image_folder_with_split_folders_and_classes_txt(tmp_path):
+  root = tmp_path / "pets"
+  truth = {}
+  for split in ("train", "test"):
+    truth.update({f"{split}/{k}": v for k, v in F.write_image_folder(str(root / split)).items()})
+    os.remove(root / split / "notes.txt")
+  (root / "classes.txt").write_text("fox\ncat\ndog\nowl\n")  # its order, not sorted
+  dc = ml_collections.ConfigDict(dict(name="image_folder", path=str(root),
+                                      data_dir=str(tmp_path / "tfds")))
+  data = pipeline.resolve(dc)
+  assert data.class_names("label") == ("fox", "cat", "dog", "owl")
+  for split in ("train", "test"):
+    got = _canonical(data, split)
+    assert len(got) == 12
+    for name, ex in got.items():
+      assert ex["label"] == ("fox", "cat", "dog").index(truth[name][0]), name
+
+
 def test_mask_folder_palette_and_class_id_pngs(tmp_path):
   root = tmp_path / "streets"
   truth = F.write_mask_folder(str(root))
