@@ -125,7 +125,7 @@ class _OwnBuilder(tfds.core.GeneratorBasedBuilder):
 
   def _prepared(self) -> bool:
     # `info` is not built yet when `_info` asks, so not `is_prepared()`.
-    return self.data_path.exists()
+    return (self.data_path / "dataset_info.json").exists()
 
   @property
   def class_names(self) -> tuple[str, ...]:
