@@ -9,6 +9,7 @@ values outside their allowed set. ``config.model`` is free-form: apart from
 from __future__ import annotations
 
 import json
+import re
 
 import ml_collections
 
@@ -34,6 +35,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_visualizations = 8       # overlay/prediction images written at the end
   c.progress_bar = True
   c.resume_changed = False       # allow resuming a run with a config that changes its meaning
+
+  # Starting from other weights and freezing (visionjax.train.transfer; fresh runs only).
+  c.init_from = ""               # converted weights (`python -m visionjax.weights fetch --out`)
+                                 # or another run's workdir; '' = random initialization
+  c.init_from_checkpoint = "best"  # of a workdir: 'best' ('latest' if it has no best_metric),
+                                   # 'latest' or a step number
+  c.init_from_rename = ""        # 'dst=src,...': module-path prefixes, e.g. 'encoder=features'
+  c.init_from_skip = ""          # regex: model variables left random (shapes may differ there)
+  c.freeze = ""                  # regex: parameters (and BatchNorm statistics) not trained
+  c.freeze_until_step = 0        # 0: frozen throughout; N: frozen for the first N steps only
+  c.finetune_learning_rate_scale = 1.0  # learning-rate factor from freeze_until_step on
 
   c.model = ml_collections.ConfigDict({"name": "small_cnn"})
   c.task_kwargs = ml_collections.ConfigDict()  # options of the task class (visionjax.tasks)
@@ -129,6 +141,58 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f"{config.task!r}; expected one of {list(task_metrics)}")
   if "name" not in config.model:
     raise ValueError("config.model needs a 'name' (see visionjax.models.list_models())")
+  _validate_transfer(config)
+
+
+def _validate_transfer(config: ml_collections.ConfigDict) -> None:
+  """Syntax and ranges of the init_from/freeze keys (what they match is checked
+  against the model by `visionjax.train.transfer`: `match`, `check_freeze`)."""
+  for key in ("freeze", "init_from_skip"):
+    try:
+      re.compile(config[key])
+    except re.error as e:
+      raise ValueError(f"{key}={config[key]!r} is not a valid regular expression: {e}") from None
+  parse_rename(config.init_from_rename)
+  which = str(config.init_from_checkpoint)
+  if which not in ("best", "latest") and not which.isdigit():
+    raise ValueError(f"init_from_checkpoint={which!r}; expected 'best', 'latest' or a step "
+                     "number")
+  until, scale = int(config.freeze_until_step), float(config.finetune_learning_rate_scale)
+  if until < 0:
+    raise ValueError(f"freeze_until_step={until} must be >= 0 (0: frozen throughout)")
+  if until and not config.freeze:
+    raise ValueError(f"freeze_until_step={until} needs a freeze regex (what to freeze "
+                     "until then)")
+  if until and until >= int(config.num_train_steps):
+    raise ValueError(f"freeze_until_step={until} must be < num_train_steps="
+                     f"{config.num_train_steps} (the fine-tuning phase would never start)")
+  if not scale > 0:
+    raise ValueError(f"finetune_learning_rate_scale={scale!r} must be > 0")
+  if scale != 1.0 and not until:
+    raise ValueError(f"finetune_learning_rate_scale={scale!r} applies from freeze_until_step "
+                     "on; set freeze_until_step > 0 (or leave the scale at 1.0)")
+
+
+def parse_rename(text: str) -> tuple[tuple[str, str], ...]:
+  """``'dst=src,dst2=src2'`` -> ``(('dst', 'src'), ('dst2', 'src2'))``.
+
+  Each side is a '/'-joined module path prefix ('' = the root), e.g.
+  ``'encoder=features'`` loads the source's ``features/...`` variables into the
+  model's ``encoder/...``. ValueError naming the bad entry.
+  """
+  pairs = []
+  for item in filter(None, (t.strip() for t in str(text).split(","))):
+    if item.count("=") != 1:
+      raise ValueError(f"init_from_rename entry {item!r} is not 'dst=src' (module-path "
+                       "prefixes, e.g. 'encoder=features')")
+    dst, src = (side.strip().strip("/") for side in item.split("="))
+    if (dst, src) == ("", ""):
+      raise ValueError(f"init_from_rename entry {item!r} renames nothing")
+    pairs.append((dst, src))
+  dsts = [d for d, _ in pairs]
+  if len(set(dsts)) != len(dsts):
+    raise ValueError(f"init_from_rename={text!r} names a destination twice")
+  return tuple(pairs)
 
 
 # Fields a resumed run may change freely: when and how much is logged,

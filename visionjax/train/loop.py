@@ -34,7 +34,7 @@ from visionjax import models, tasks
 from visionjax.data import pipeline, prepared
 from visionjax.train import checkpoint as ckpt_lib
 from visionjax.train import config as config_lib
-from visionjax.train import disk, optim, parallel, reporting, steps
+from visionjax.train import disk, optim, parallel, reporting, steps, transfer
 from visionjax.train import workdir as workdir_lib
 from visionjax.train.state import init_state
 
@@ -108,7 +108,8 @@ class Experiment:
     return self.engine.compile_train(functools.partial(
         steps.train_step, model=self.model, tx=self.tx, task=self.task,
         schedule=self.schedule, channels=self.channels,
-        axis_name=self.engine.axis_name))
+        axis_name=self.engine.axis_name, freeze=self.config.freeze,
+        freeze_until_step=int(self.config.freeze_until_step)))
 
   @functools.cached_property
   def eval_step(self):
@@ -181,7 +182,10 @@ def build(config: ml_collections.ConfigDict, *, devices: list | None = None) -> 
   except TypeError as e:
     raise ValueError(f"bad option for model {config.model.name!r}: {e}") from None
   task = tasks.create(config.task, num_classes, **config.task_kwargs.to_dict())
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  tx, schedule = optim.make_optimizer(
+      config.optimizer, config.num_train_steps, freeze=config.freeze,
+      freeze_until_step=int(config.freeze_until_step),
+      finetune_learning_rate_scale=float(config.finetune_learning_rate_scale))
   model = engine.model_for(model)
   init_fn = functools.partial(init_state, model=model, tx=tx,
                               input_shape=(1, *image_shape, channels))
@@ -381,8 +385,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: workdir_lib.Workd
                                best_metric=cc.best_metric or None,
                                best_mode=cc.best_mode, async_save=cc.async_save,
                                config=json.loads(config.to_json_best_effort()))
-  start, restored = ckpt.restore_newest_intact(exp.abstract_state(), warn=tqdm.write)
+  abstract = exp.abstract_state()
+  transfer.check_freeze(config, abstract.params)
+  start, restored = ckpt.restore_newest_intact(abstract, warn=tqdm.write)
   state = exp.engine.from_checkpoint(restored) if start else exp.create_state()
+  if not start and config.init_from:  # a resumed run has its own checkpoint
+    state, _ = transfer.start_from(config, state, engine=exp.engine, tx=exp.tx,
+                                   log=tqdm.write if main else None,
+                                   report_dir=wd.path if main else None)
   writer = reporting.MetricWriter(wd.path, enabled=main)
   total = config.num_train_steps
   # Values are checked on host (NumPy) before the device copy; a bad batch

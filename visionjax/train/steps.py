@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from visionjax.train import optim
 from visionjax.train.state import TrainState
 
 
@@ -37,12 +38,23 @@ def model_variables(params, batch_stats) -> dict:
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
                tx: optax.GradientTransformation, task: Any, schedule: optax.Schedule,
-               channels: int, axis_name: str | None = None
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+               channels: int, axis_name: str | None = None, freeze: str = "",
+               freeze_until_step: int = 0) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on ``batch``; returns the new state and metrics.
 
   Metrics: ``loss`` (mean over the global batch), ``grad_norm``,
   ``param_norm``, ``learning_rate`` and the task's training sums.
+
+  ``freeze`` (a regex of variable paths, as `optim.path_mask`; ``tx`` zeroes
+  the matching parameters' updates): the matching BatchNorm statistics are
+  kept as they were, bit for bit (for the first ``freeze_until_step`` steps
+  only, when that is > 0). Frozen BatchNorm layers still normalize by the
+  batch's statistics in training, like every other one; only their running
+  statistics, which evaluation uses, stay fixed. Keeping them after the update
+  needs no change to any model and switches off at a traced step, so a
+  two-phase schedule is one compiled step. Frozen throughout, the frozen
+  parameters also get no gradient (``stop_gradient``): XLA drops that part of
+  the backward pass, and ``grad_norm`` counts the trainable parameters only.
   """
   task.validate(batch, channels)  # static shape/dtype checks at trace time
   rng = jax.random.fold_in(state.rng, state.step)
@@ -50,7 +62,12 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
   has_bn = bool(state.batch_stats)
 
+  frozen_throughout = freeze and not freeze_until_step
+
   def loss_fn(params):
+    if frozen_throughout:
+      params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params,
+                            optim.path_mask(params, freeze))
     out = model.apply(model_variables(params, state.batch_stats), batch["image"], train=True,
                       rngs={"dropout": rng}, mutable=["batch_stats"] if has_bn else False)
     outputs, new_vars = out if has_bn else (out, {})
@@ -62,8 +79,14 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   grads = _psum(grads, axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  batch_stats = new_vars.get("batch_stats", state.batch_stats)
+  if freeze and state.batch_stats:
+    keep = True if not freeze_until_step else state.step < freeze_until_step
+    batch_stats = jax.tree.map(lambda f, old, new: jnp.where(keep, old, new) if f else new,
+                               optim.path_mask(state.batch_stats, freeze), state.batch_stats,
+                               batch_stats)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            batch_stats=new_vars.get("batch_stats", state.batch_stats))
+                            batch_stats=batch_stats)
   sums = _psum({"loss_sum": loss_sum, "loss_count": count,
                 **task.train_sums(outputs, batch)}, axis_name)
   metrics = {
