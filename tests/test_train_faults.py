@@ -280,3 +280,35 @@ def test_a_real_second_process_on_the_workdir_is_refused_within_5_s(tiny_data_di
   finally:
     first.kill()  # (SIGTERM's clean stop is tested above; this keeps the test short)
     first.communicate(timeout=300)
+
+
+def test_checksums_see_every_bit_and_not_the_sharding():
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
+  import numpy as np
+
+  from visionjax.train import checkpoint as ckpt_lib
+  rng = np.random.default_rng(0)
+  tree = {"w": rng.normal(size=(16, 8)).astype(np.float32),
+          "h": rng.normal(size=(8,)).astype(jnp.bfloat16),
+          "i": rng.integers(-9, 9, (5, 3)).astype(np.int8), "b": rng.random(7) > 0.5,
+          "step": np.int32(7)}
+  host = ckpt_lib.checksums(tree)
+  mesh = Mesh(np.array(jax.devices()), ("d",))  # 8 devices: "w" split in 8 row blocks
+  sharded = {**tree, "w": jax.device_put(tree["w"], NamedSharding(mesh, P("d")))}
+  assert ckpt_lib.checksums(sharded) == ckpt_lib.checksums(jax.device_put(tree)) == host
+  assert len(set(host.values())) == len(host)
+  bits = tree["w"].view(np.uint32)
+  for bit in range(32):  # one bit of one element, anywhere
+    flipped = bits.copy()
+    flipped[11, 5] ^= np.uint32(1 << bit)
+    assert ckpt_lib.checksums({**tree, "w": flipped.view(np.float32)})["w"] != host["w"], bit
+  swapped = tree["w"].copy()
+  swapped[[0, 1]] = swapped[[1, 0]]  # same values, other places
+  assert ckpt_lib.checksums({**tree, "w": swapped})["w"] != host["w"]
+  with pytest.raises(ckpt_lib.CheckpointIntegrityError, match=r"ckpt 3: 1 of 5 arrays differ "
+                                                              r"from the checksums saved with "
+                                                              r"them \(first: w\)"):
+    ckpt_lib.verify({**tree, "w": swapped}, host, "ckpt 3")

@@ -67,7 +67,10 @@ def checksums(tree: Any) -> dict[str, str]:
   computed where each array lives (device arrays on device)."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   on_device = {_key(p): x for p, x in leaves if isinstance(x, jax.Array)}
-  sums = jax.device_get(_device_checksums(on_device)) if on_device else {}
+  # Full reductions come back replicated: any one shard holds the value (also
+  # when the arrays span several processes and are not fully addressable).
+  sums = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)),
+                      _device_checksums(on_device)) if on_device else {}
   sums.update({_key(p): _leaf_checksum(np.asarray(x), np) for p, x in leaves
                if not isinstance(x, jax.Array)})
   return {k: f"{int(v[0]):08x}{int(v[1]):08x}" for k, v in sums.items()}
