@@ -145,6 +145,15 @@ def test_voc_xml_localization(tmp_path):
   assert m["num_examples"] == 3 and 0.0 <= m["mean_iou"] <= 1.0
 
 
+def test_data_dir_inside_the_dataset_folder_is_not_a_change(tmp_path):
+  root = tmp_path / "pets"
+  F.write_image_folder(str(root))
+  dc = ml_collections.ConfigDict(dict(name="image_folder", path=str(root),
+                                      data_dir=str(root / "prepared")))
+  pipeline.resolve(dc).prepare()
+  assert pipeline.resolve(dc).class_names("label") == ("cat", "dog", "fox")
+
+
 def test_prepared_copy_serves_without_the_source_and_refuses_a_changed_one(tmp_path):
   root = tmp_path / "voc"
   F.write_voc(str(root))

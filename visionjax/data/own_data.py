@@ -150,7 +150,7 @@ class _OwnBuilder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
-    count, digest = own_formats.fingerprint(self.root)
+    count, digest = own_formats.fingerprint(self.root, epath.Path(self._data_dir_root))
     self.info.metadata.update(source_files=count, source_fingerprint=digest)
     return {split: self._generate_examples(examples)
             for split, examples in self.source[1].items()}
@@ -251,7 +251,7 @@ def make_builder(dc: ml_collections.ConfigDict) -> _OwnBuilder:
   builder = BUILDERS[layout](config=config, data_dir=dc.get("data_dir"))
   if builder.is_prepared() and root.exists():
     saved = builder.info.metadata.get("source_fingerprint")
-    count, digest = own_formats.fingerprint(root)
+    count, digest = own_formats.fingerprint(root, epath.Path(builder._data_dir_root))
     if saved is not None and saved != digest:
       raise OwnDataError(
           f"{root} changed (a file added, removed or resized) since it was prepared into "

@@ -71,12 +71,16 @@ def read_classes(path: epath.Path) -> tuple[str, ...]:
   return names
 
 
-def fingerprint(root: epath.Path) -> tuple[int, str]:
+def fingerprint(root: epath.Path, skip: epath.Path | None = None) -> tuple[int, str]:
   """``(file count, digest of every file's relative path and size)``: the
-  prepared copy is stale when it changes."""
+  prepared copy is stale when it changes. Files under ``skip`` (a TFDS
+  data_dir kept inside the dataset folder) do not count."""
+  skip_prefix = str(skip).rstrip("/") + "/" if skip is not None else None
   entries = sorted((str((epath.Path(folder) / name).relative_to(root)),
                     (epath.Path(folder) / name).stat().length)
-                   for folder, _, files in root.walk() for name in files)
+                   for folder, _, files in root.walk() for name in files
+                   if skip_prefix is None
+                   or not str(epath.Path(folder) / name).startswith(skip_prefix))
   h = hashlib.sha1()
   for rel, size in entries:
     h.update(f"{rel}\0{size}\n".encode())
