@@ -41,11 +41,17 @@ that structure: a dict, or one array.
 """
 from __future__ import annotations
 
-from visionjax.export._common import INPUT_NAME, SINGLE_OUTPUT, inference_fn, output_names
+from visionjax.export._common import (
+  DETECTION_KEYS,
+  INPUT_NAME,
+  SINGLE_OUTPUT,
+  inference_fn,
+  output_names,
+)
 from visionjax.export.onnx import export_onnx, load_onnx
 from visionjax.export.saved_model import export_saved_model, load_saved_model
 from visionjax.export.stablehlo import export_stablehlo, load_stablehlo
 
 __all__ = ["inference_fn", "output_names", "export_stablehlo", "load_stablehlo",
            "export_saved_model", "load_saved_model", "export_onnx", "load_onnx",
-           "INPUT_NAME", "SINGLE_OUTPUT"]
+           "INPUT_NAME", "SINGLE_OUTPUT", "DETECTION_KEYS"]
