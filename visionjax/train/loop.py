@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm  # notebook widget in Jupyter/Colab, text bar in a terminal
 
 from visionjax import models, tasks
 from visionjax.data import pipeline, prepared
