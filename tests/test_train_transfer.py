@@ -300,3 +300,17 @@ def test_two_phase_schedule_freezes_then_finetunes_everything(tiny_data_dir):
   assert set(moved) == frozen
   lr = config.optimizer.learning_rate
   assert rates == pytest.approx([lr, lr, 0.5 * lr])
+
+
+def test_runs_saved_before_these_keys_resume_unchanged(tmp_path):
+  """A config.json written before init_from/freeze existed: the new keys at their
+  defaults are no change, set to something else they are one."""
+  config = tiny_config(str(tmp_path))
+  saved = json.loads(config.to_json_best_effort())
+  for key in ("init_from", "init_from_checkpoint", "init_from_rename", "init_from_skip",
+              "freeze", "freeze_until_step", "finetune_learning_rate_scale"):
+    del saved[key]
+  assert config_lib.resume_changes(json.dumps(saved), config) == ([], [])
+  config.freeze = "^encoder/"
+  assert config_lib.resume_changes(json.dumps(saved), config) == (
+      ["freeze: None -> '^encoder/'"], [])

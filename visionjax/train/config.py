@@ -241,11 +241,16 @@ def _flat(d, prefix=""):
 def resume_changes(saved_json: str, config: ml_collections.ConfigDict
                    ) -> tuple[list[str], list[str]]:
   """``(changes that alter the run, other changes)`` from the saved config to
-  ``config``, each as ``'key: old -> new'``."""
+  ``config``, each as ``'key: old -> new'``. A key the saved config lacks
+  (added to the schema after the run started) is no change while it keeps its
+  default."""
   old = dict(_flat(json.loads(saved_json)))
   new = dict(_flat(json.loads(config.to_json_best_effort())))
+  default = dict(_flat(json.loads(base_config().to_json_best_effort())))
   meaning, other = [], []
   for key in sorted(set(old) | set(new)):
+    if key not in old and key in default and new.get(key) == default[key]:
+      continue
     if old.get(key) != new.get(key):
       line = f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
       (other if key in RESUMABLE_CHANGES else meaning).append(line)
