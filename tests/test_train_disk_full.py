@@ -26,8 +26,9 @@ CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_child.py
 
 
 def _child(data_dir, wd, *flags):
-  return subprocess.run([sys.executable, CHILD, data_dir, str(wd), "6", *flags], env=child_env(),
-                        capture_output=True, text=True, timeout=600)
+  return subprocess.run([sys.executable, CHILD, data_dir, str(wd), "6", *flags],
+                        env=child_env(wd.parent / "jax_cache"), capture_output=True, text=True,
+                        timeout=600)
 
 
 def test_checkpoint_save_on_a_full_disk_is_one_line_then_resumes(tiny_data_dir, tmp_path):

@@ -26,9 +26,11 @@ CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_child.py
 
 
 def _start(data_dir, wd, steps, *flags):
+  # One compilation cache for the runs of a test (each resume loads the
+  # executables instead of compiling them again).
   return subprocess.Popen([sys.executable, CHILD, data_dir, str(wd), str(steps), *flags],
-                          env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+                          env=child_env(wd.parent / "jax_cache"), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
 
 
 def _final_state(wd, steps):

@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import re
+import sys
 from typing import Iterator
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
@@ -99,18 +100,38 @@ class _DropDiskFull(logging.Filter):
                 _errno(Exception(record.getMessage())) is not None)
 
 
+def _late_callback(unraisable) -> bool:
+  """TensorStore completing a write future after Orbax closed the event loop
+  of a failed save: ``call_soon_threadsafe`` raises 'Event loop is closed'
+  where nothing can catch it."""
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed")
+
+
 @contextlib.contextmanager
 def quiet_orbax_disk_errors() -> Iterator[None]:
   """While active, Orbax's log records of a full disk (its background save
-  threads log each failure with a traceback) are dropped: the run reports
-  it once, as a `DiskFullError`. Other records pass."""
+  threads log each failure with a traceback) are dropped, and so are the
+  'Event loop is closed' errors TensorStore's late callbacks of that failed
+  save raise (reported by Python as unraisable, with a traceback each): the
+  run reports the failure once, as a `DiskFullError`. Everything else passes.
+  """
   logger = logging.getLogger("absl")
   f = _DropDiskFull()
   logger.addFilter(f)
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not _late_callback(unraisable):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
   try:
     yield
   finally:
     logger.removeFilter(f)
+    if sys.unraisablehook is hook:
+      sys.unraisablehook = previous
 
 
 @contextlib.contextmanager
