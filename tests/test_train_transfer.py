@@ -261,7 +261,7 @@ def test_init_from_a_run_workdir_loads_its_best_encoder_into_a_unet(tiny_data_di
     config = _unet_config(tiny_data_dir, init_from=os.fspath(wd.path),
                           init_from_checkpoint=which)
     lines = []
-    new, plan = transfer.start_from(config, seg.create_state(), engine=seg.engine, tx=seg.tx,
+    new, plan = transfer.start_from(config, fresh, engine=seg.engine, tx=seg.tx,
                                     log=lines.append)
     got = _flat({"params": new.params, "batch_stats": new.batch_stats})
     assert set(plan.loaded) == encoder and set(plan.random) == set(before) - encoder
@@ -280,7 +280,7 @@ def test_two_phase_schedule_freezes_then_finetunes_everything(tiny_data_dir):
   logged learning rate is scaled by finetune_learning_rate_scale."""
   config = _resnet_config(tiny_data_dir, freeze="^encoder/stem/", freeze_until_step=2,
                           finetune_learning_rate_scale=0.5, **{"optimizer.name": "adam"})
-  exp = loop.build(config)
+  exp = loop.build(config, devices=jax.devices()[:1])  # one device compiles faster
   state = exp.create_state()
   initial = _flat({"params": state.params, "batch_stats": state.batch_stats})
   frozen = {k for k in initial if k.split("/")[1:3] == ["encoder", "stem"]}
