@@ -1,10 +1,6 @@
-"""Evaluate a trained run's checkpoint without training.
+"""`visionjax evaluate` run from a source checkout (flags and docs: visionjax/cli/evaluate.py).
 
-  python experiments/evaluate.py --workdir=runs/unet_scenes [--checkpoint=best|latest|STEP]
-      [--split=test]
-
-Reads the run's config.json, restores the parameters (no optimizer state) and
-writes metrics and pictures under <workdir>/eval/<step>/. Works on gs:// too.
+  python experiments/evaluate.py --workdir=runs/unet [--checkpoint=best|latest|STEP]
 """
 import sys
 

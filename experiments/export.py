@@ -1,9 +1,6 @@
-"""Export a trained run's model (StableHLO, TF SavedModel or ONNX).
+"""`visionjax export` run from a source checkout (flags and docs: visionjax/cli/export.py).
 
-  python experiments/export.py --workdir=runs/unet_scenes --format=saved_model \
-      --out=exported/unet [--checkpoint=latest|best|STEP] [--batch=0]
-
-Writes the artifact and export.json (input size, normalization, class names).
+  python experiments/export.py --workdir=runs/unet --format=saved_model --out=exported/
 """
 import sys
 

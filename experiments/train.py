@@ -1,9 +1,6 @@
-"""Train and evaluate a visionjax model from an ml_collections config.
+"""`visionjax train` run from a source checkout (flags and docs: visionjax/cli/train.py).
 
-  python experiments/train.py --config=experiments/configs/unet_scenes.py \
-      --workdir=/tmp/unet --config.num_train_steps=2000
-
-Re-running on the same workdir resumes from its newest checkpoint.
+  python experiments/train.py --config=experiments/configs/unet_scenes.py --workdir=runs/unet
 """
 import sys
 
