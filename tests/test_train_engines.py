@@ -96,3 +96,33 @@ def test_bfloat16_compute_keeps_float32_params(tiny_data_dir):
   params, losses, _ = _train(config, _batches(config, 2))
   assert all(p.dtype == np.float32 for p in jax.tree.leaves(params.params))
   assert all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize("task", ["segmentation", "detection"])
+def test_compiled_steps_carry_no_check_effects(tiny_data_dir, task):
+  """The value checks inside losses/box ops (`checkify.debug_check`) leave an
+  error effect on the traced step; jit dispatches programs with effects
+  through its slow Python path on every call. The engines compile the train
+  step `unchecked`: no effects, and the same numbers as the raw step."""
+  import functools
+
+  from visionjax.train import steps
+  config = tiny_config(tiny_data_dir, task=task)
+  if task == "detection":  # as tests/test_tasks_detection.py: a tiny SSD
+    config.model.name = "ssd_lite"
+    config.model.encoder_kwargs = {"stage_sizes": (1, 1, 1), "widths": (8, 8, 16),
+                                   "stem_width": 8}
+    config.task_kwargs.max_boxes = 3
+  exp = loop.build(config, devices=jax.devices()[:1])
+  state = exp.create_state()
+  batch = exp.engine.put_batch(_batches(config, 1)[0])
+  raw = functools.partial(
+      steps.train_step, model=exp.model, tx=exp.tx, task=exp.task, schedule=exp.schedule,
+      channels=exp.channels, axis_name=None, freeze=config.freeze, freeze_until_step=0)
+  assert jax.make_jaxpr(raw)(state, batch).effects  # the checks are there
+  assert not exp.train_step.trace(state, batch).jaxpr.effects
+  want_state, want = jax.jit(raw)(state, batch)
+  got_state, got = exp.train_step(state, batch)  # donates `state`: last use
+  assert float(got["loss"]) == float(want["loss"])
+  for a, b in zip(jax.tree.leaves(got_state.params), jax.tree.leaves(want_state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

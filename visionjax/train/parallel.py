@@ -10,6 +10,11 @@
   statistics across devices (the model is cloned with ``axis_name='batch'``).
 
 Both expose the same small interface so the training loop is engine-agnostic.
+Train steps are compiled `losses.unchecked` (their value checks discharged),
+so ``jit``'s C++ fast path dispatches them. Evaluation steps are not:
+checkify cannot discharge the checks inside NMS's vmapped while loop
+("checkify-of-vmap-of-while"), and a few hundred evaluation calls do not
+need the fast path.
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
+
+from visionjax.losses import unchecked
 
 ENGINES = ("jit", "pmap")
 
@@ -61,7 +68,7 @@ class JitEngine:
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes)
 
   def compile_train(self, step: Callable) -> Callable:
-    return jax.jit(step, donate_argnums=0, in_shardings=(self.replicated, self.data),
+    return jax.jit(unchecked(step), donate_argnums=0, in_shardings=(self.replicated, self.data),
                    out_shardings=(self.replicated, self.replicated))
 
   def compile_eval(self, step: Callable) -> Callable:
@@ -115,7 +122,7 @@ class PmapEngine:
                         shapes)
 
   def compile_train(self, step: Callable) -> Callable:
-    return jax.pmap(step, axis_name=self.axis_name, donate_argnums=0,
+    return jax.pmap(unchecked(step), axis_name=self.axis_name, donate_argnums=0,
                     devices=self.devices)
 
   def compile_eval(self, step: Callable) -> Callable:
