@@ -102,6 +102,23 @@ def test_storage_urls_stay_urls(tmp_path, monkeypatch):
   assert os.listdir(tmp_path) == []
 
 
+def test_a_workdir_orbax_cannot_checkpoint_to_is_refused_before_any_write(
+    tiny_data_dir, tmp_path, monkeypatch):
+  # Orbax keeps only gs:// URLs: an s3:// workdir would train, then write its
+  # first checkpoint into a local folder named 's3:'. Refused up front instead.
+  from visionjax.train import checkpoint as ckpt_lib
+  monkeypatch.chdir(tmp_path)
+  for url in ("s3://bucket/runs/x", "az://container/runs/x"):
+    with pytest.raises(ValueError, match=r"://bucket/runs/x: checkpoints can be written to a "
+                       r"local path or gs:// only|://container/runs/x: checkpoints can be"):
+      loop.train_and_evaluate(tiny_config(tiny_data_dir), url)
+  with pytest.raises(ValueError, match="s3://b/c/checkpoints: checkpoints can be written"):
+    ckpt_lib.Checkpointer("s3://b/c/checkpoints", every_steps=1)
+  ckpt_lib.check_storage("gs://bucket/runs/x")  # Orbax's own scheme
+  ckpt_lib.check_storage(str(tmp_path / "local"))
+  assert os.listdir(tmp_path) == []
+
+
 def test_torn_metrics_line_is_skipped_and_the_next_record_starts_clean(tmp_path):
   from visionjax.train import reporting
   path = tmp_path / "metrics.jsonl"

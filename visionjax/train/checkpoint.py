@@ -11,6 +11,7 @@ unverified.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -22,6 +23,26 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from visionjax import paths
 from visionjax.train import reporting
+
+# Orbax writes arrays through TensorStore, and its path handling keeps only
+# gs:// URLs (`tensorstore_utils._normalize_path` in orbax-checkpoint 0.12:
+# os.path.normpath, then 'gs:/' back to 'gs://'), so 's3://b/x' is written to
+# a local folder 's3:/b/x'.
+CHECKPOINT_SCHEMES = ("gs",)
+
+
+def check_storage(path: str | os.PathLike) -> None:
+  """Raises a one-line ValueError, before anything is written, when Orbax
+  cannot keep checkpoints under ``path``: a URL whose scheme is not gs://."""
+  s = os.fspath(path)
+  if paths.is_local(s):
+    return
+  scheme = s.split("://", 1)[0]
+  if scheme not in CHECKPOINT_SCHEMES:
+    raise ValueError(
+        f"{s}: checkpoints can be written to a local path or gs:// only (Orbax "
+        f"{ocp.__version__} turns {scheme}:// into a local folder named '{scheme}:'); "
+        "use gs://, or a bucket mounted as a local folder")
 
 
 class CheckpointIntegrityError(ValueError):
@@ -103,6 +124,7 @@ class Checkpointer:
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
     # Orbax takes epath paths (local or gs://); never abspath a URL.
+    check_storage(directory)
     self.directory = paths.resolve(directory)
     self.every_steps = every_steps
     self.best_metric = best_metric

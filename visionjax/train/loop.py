@@ -357,6 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   write fails for lack of space; rerunning resumes from the last checkpoint.
   """
   config_lib.validate(config)
+  ckpt_lib.check_storage(workdir)  # before the workdir is created: s3:// would fail later
   wd = workdir_lib.Workdir.create(workdir)
   main = jax.process_index() == 0
   # One writer per workdir (process 0 of a multi-host run holds it for all).
