@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
@@ -33,6 +35,13 @@ class MetricWriter:
   Local files are appended and flushed per line, so nothing is lost on a
   crash. Object stores (``gs://``) cannot append: there the whole file is
   rewritten at each write (it is small: one line per log step).
+
+  TensorBoard events on a storage URL are written by ``tf.summary`` into a
+  local temporary folder and copied through epath after each write, like
+  every other file of the run: ``tf.summary`` writes through TensorFlow's
+  own C++ filesystems, which have no ``s3://`` and cannot be pointed at a
+  GCS endpoint other than Google's, while epath goes wherever its backend
+  (``tf.io.gfile``, or fsspec with ``EPATH_USE_TF=false``) does.
   """
 
   def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
@@ -41,6 +50,8 @@ class MetricWriter:
     self._append = paths.is_local(self.path)
     self._lines: list[str] | None = None  # object stores: the file's lines so far
     self._tb = None
+    self._tb_dir = self.path.parent / "tensorboard"
+    self._tb_stage: str | None = None  # storage URLs: tf.summary's local folder
     if enabled and self._append and self.path.exists():
       # A crash may have torn the last line: cut it off, so the next record
       # starts on a line of its own (that event is lost; the run is not).
@@ -50,7 +61,11 @@ class MetricWriter:
           f.truncate(data.rfind(b"\n") + 1)
     if enabled:
       import tensorflow as tf  # the tf.summary writer is TensorBoard's own
-      self._tb = tf.summary.create_file_writer(os.fspath(self.path.parent / "tensorboard"))
+      if self._append:
+        target = os.fspath(self._tb_dir)
+      else:  # outside the working directory: a URL never becomes a local folder
+        self._tb_stage = target = tempfile.mkdtemp(prefix="visionjax_tensorboard_")
+      self._tb = tf.summary.create_file_writer(target)
 
   def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
     if not self.enabled:
@@ -72,10 +87,25 @@ class MetricWriter:
         if isinstance(v, (int, float, np.number)) and math.isfinite(float(v)):
           tf.summary.scalar(f"{split}/{k}", float(v))
     self._tb.flush()
+    self._copy_events()
+
+  def _copy_events(self) -> None:
+    """Storage URLs: the staged event files, whole, to ``<workdir>/tensorboard``."""
+    if self._tb_stage is None:
+      return
+    self._tb_dir.mkdir(parents=True, exist_ok=True)
+    for name in sorted(os.listdir(self._tb_stage)):
+      with open(os.path.join(self._tb_stage, name), "rb") as f:
+        (self._tb_dir / name).write_bytes(f.read())
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
+      if self._tb_stage is not None:
+        self._copy_events()
+        shutil.rmtree(self._tb_stage, ignore_errors=True)
+        self._tb_stage = None
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
