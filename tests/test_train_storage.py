@@ -3,7 +3,7 @@
 The README's cloud commands, run as a user would (``python -m visionjax``,
 from an empty working directory, the workdir a ``gs://`` URL): the run is
 preempted (SIGTERM) right after start-up, the same command resumes it, and
-``visionjax evaluate`` re-evaluates its latest checkpoint. Every file is then
+``visionjax evaluate`` re-evaluates its best checkpoint. Every file is then
 read back through the emulator's own JSON API (not through the code under
 test): the config, metrics, TensorBoard events, pictures, evaluation results
 and the checkpoint's arrays.
