@@ -69,6 +69,24 @@ def write_archives(root: str) -> dict[str, str]:
   return folders
 
 
+def prepared_config(name: str, workdir: str, folders: dict[str, str]):
+  """The config of pipeline ``name`` (`PIPELINES`) with its dataset prepared
+  under ``workdir`` from the archives in ``folders`` (`write_archives`)."""
+  cfg_name, ds_name, folder, _ = PIPELINES[name]
+  c = F.load_config(cfg_name)
+  if ds_name:
+    c.dataset.name = ds_name
+  c.dataset.data_dir = os.path.join(workdir, "tfds")
+  c.progress_bar = False
+  if folder is None:  # built-in: rendered on first use
+    datasets.prepare(c.dataset)
+  else:
+    c.dataset.manual_dir = folders[folder]
+    with F.fixture_checksums(folders[folder]):
+      datasets.prepare(c.dataset)
+  return c
+
+
 def images_per_sec(ds: tf.data.Dataset, batches: int, warmup: int = 2) -> float:
   it = ds.as_numpy_iterator()
   for _ in range(warmup):
@@ -139,18 +157,8 @@ def main():
             f"{'fed/fixed':>10}  keeps up")
   print(header)
   for name in args.only.split(","):
-    cfg_name, ds_name, folder, step_batch = PIPELINES[name]
-    c = F.load_config(cfg_name)
-    if ds_name:
-      c.dataset.name = ds_name
-    c.dataset.data_dir = os.path.join(args.workdir, "tfds")
-    c.progress_bar = False
-    if folder is None:  # built-in: rendered on first use
-      datasets.prepare(c.dataset)
-    else:
-      c.dataset.manual_dir = folders[folder]
-      with F.fixture_checksums(folders[folder]):
-        datasets.prepare(c.dataset)
+    cfg_name, _, _, step_batch = PIPELINES[name]
+    c = prepared_config(name, args.workdir, folders)
     exp = loop.build(c, devices=jax.devices()[:1])  # builds no model: cheap
     all_rate = images_per_sec(exp.train_dataset(), args.batches)
     one_rate = images_per_sec(one_thread(exp.train_dataset()), max(args.batches // 2, 2))

@@ -15,12 +15,17 @@ first use, nothing downloaded), with two implementations in one process:
 
 Each figure is the fastest of ``--repeats`` tries, after one warm-up call of
 each implementation (file cache, TF tracing). With ``--throughput N`` it
-also times N batches of each from step 0, alternating old and new
-``--repeats`` times (median kept), so machine load hits both alike: the
-change must not slow the pipeline. Timings on a shared machine are noisy;
-compare ratios.
+also times N batches of old and new from step 0 for every pipeline of
+`benchmarks/input_pipeline.py` (CIFAR-10, VOC detection and segmentation,
+Cityscapes on archives written in the real formats by the test fixtures,
+and the two built-in quickstarts), in ``--rounds`` alternating rounds (old
+then new, then new then old, ...) so machine load hits both alike, and
+prints the median images/s of each and the median of the per-round new/old
+ratios: the change must not slow any pipeline. Timings on a shared machine
+are noisy; compare ratios.
 
-  python benchmarks/resume.py [--steps 100,10000] [--repeats 2] [--throughput 40]
+  python benchmarks/resume.py [--steps 100,10000] [--repeats 2]
+                              [--throughput 10 [--rounds 4] [--pipelines all]] [--no_resume]
 """
 from __future__ import annotations
 
@@ -39,6 +44,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))  # config loader
 
 import fixtures_data as F  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import input_pipeline  # noqa: E402  (its pipelines, archives and dataset preparation)
 
 from visionjax.data import datasets, pipeline  # noqa: E402
 from visionjax.train import loop  # noqa: E402
@@ -89,28 +97,23 @@ def images_per_sec(make, batches: int) -> float:
   return n / (time.perf_counter() - t)
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--config", default="unet_scenes", help="experiments/configs name")
-  ap.add_argument("--steps", default="100,10000", help="small,large resume step")
-  ap.add_argument("--repeats", type=int, default=2, help="tries per figure (fastest kept)")
-  ap.add_argument("--throughput", type=int, default=0,
-                  help="also time this many batches of each pipeline from step 0")
-  ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
-                                                    "visionjax_input_bench"))
-  args = ap.parse_args()
-  tfds.disable_progress_bar()
+def implementations(exp, config) -> dict:
+  """``{'old': make, 'new': make}``, each ``make(start_step) -> tf.data.Dataset``."""
+  kw = dict(batch_size=config.batch_size, seed=config.seed)
+  return {
+      "old": lambda s: old_train_dataset(exp.data, exp.task, start_step=s, **kw),
+      "new": lambda s: pipeline.train_dataset(exp.data, exp.task, start_step=s, **kw),
+  }
+
+
+def resume_times(args) -> None:
   small, large = (int(s) for s in args.steps.split(","))
   c = F.load_config(args.config)
   c.dataset.data_dir = os.path.join(args.workdir, "tfds")
   c.progress_bar = False
   datasets.prepare(c.dataset)  # built-in: rendered on first use
   exp = loop.build(c, devices=jax.devices()[:1])  # builds no model: cheap
-  kw = dict(batch_size=c.batch_size, seed=c.seed)
-  impls = {
-      "old": lambda s: old_train_dataset(exp.data, exp.task, start_step=s, **kw),
-      "new": lambda s: pipeline.train_dataset(exp.data, exp.task, start_step=s, **kw),
-  }
+  impls = implementations(exp, c)
   n = pipeline.max_host_share(exp.data, c.dataset.train_split, all_datasets=True)
   print(f"{c.dataset.name} {c.dataset.train_split}: {n} examples, batch {c.batch_size}, "
         f"shuffle buffer {min(c.dataset.get('shuffle_buffer', 10_000), n)}; "
@@ -123,15 +126,51 @@ def main():
     t_small = min(first_batch_seconds(make, small) for _ in range(args.repeats))
     t_large = min(first_batch_seconds(make, large) for _ in range(args.repeats))
     print(f"{name:<9}{t_small:>14.2f}{t_large:>16.2f}{t_large / t_small:>7.2f}x", flush=True)
+
+
+def throughput_table(args) -> None:
+  """Old vs new images/s for every pipeline of benchmarks/input_pipeline.py."""
+  names = list(input_pipeline.PIPELINES) if args.pipelines == "all" else \
+      args.pipelines.split(",")
+  folders = input_pipeline.write_archives(args.workdir)
+  configs = {name: input_pipeline.prepared_config(name, args.workdir, folders)
+             for name in names}  # prepared first: TFDS's messages stay out of the table
+  print(f"\nimages/s over {args.throughput} batches from step 0 (after 2 warm-up "
+        f"batches), {args.rounds} alternating rounds, medians:")
+  print(f"{'pipeline':<11}{'batch':>6}{'old img/s':>11}{'new img/s':>11}{'new/old':>9}"
+        f"{'  per-round new/old':<}")
+  for name, c in configs.items():
+    exp = loop.build(c, devices=jax.devices()[:1])  # builds no model: cheap
+    impls = implementations(exp, c)
+    rates = {k: [] for k in impls}
+    for r in range(args.rounds):
+      for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
+        rates[k].append(images_per_sec(impls[k], args.throughput))
+    ratios = [n / o for n, o in zip(rates["new"], rates["old"])]
+    print(f"{name:<11}{c.batch_size:>6}{np.median(rates['old']):>11.1f}"
+          f"{np.median(rates['new']):>11.1f}{np.median(ratios):>9.2f}  "
+          + " ".join(f"{x:.2f}" for x in ratios), flush=True)
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--config", default="unet_scenes", help="experiments/configs name")
+  ap.add_argument("--steps", default="100,10000", help="small,large resume step")
+  ap.add_argument("--repeats", type=int, default=2, help="tries per figure (fastest kept)")
+  ap.add_argument("--no_resume", action="store_true", help="skip the resume-time figures")
+  ap.add_argument("--throughput", type=int, default=0,
+                  help="also time this many batches of each pipeline from step 0")
+  ap.add_argument("--rounds", type=int, default=4, help="alternating throughput rounds")
+  ap.add_argument("--pipelines", default="all",
+                  help=f"throughput: 'all' or some of {','.join(input_pipeline.PIPELINES)}")
+  ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
+                                                    "visionjax_input_bench"))
+  args = ap.parse_args()
+  tfds.disable_progress_bar()
+  if not args.no_resume:
+    resume_times(args)
   if args.throughput:
-    rates = {name: [] for name in impls}
-    for _ in range(args.repeats):
-      for name, make in impls.items():
-        rates[name].append(images_per_sec(make, args.throughput))
-    med = {name: float(np.median(r)) for name, r in rates.items()}
-    print(f"\nimages/s over {args.throughput} batches (median of {args.repeats}, "
-          f"alternating): old {med['old']:.0f}, new {med['new']:.0f}, "
-          f"new/old {med['new'] / med['old']:.2f}")
+    throughput_table(args)
 
 
 if __name__ == "__main__":
