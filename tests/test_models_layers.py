@@ -187,6 +187,26 @@ def test_unet_valid_tiling_matches_paper_geometry():
   assert before == 92 and (33 + before + after - 184) >= 33
 
 
+def test_unet_deep_supervision_heads_leave_the_logits_unchanged():
+  """deep_supervision adds 1x1 heads on the bottleneck and the coarse decoder
+  levels (train mode only); the main logits, in train and eval mode, equal
+  those of the plain U-Net with the same weights (the heads read features,
+  they feed nothing back)."""
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 30, 20, 3))  # padded to 32 x 24
+  ds = vm.create("unet_small", num_classes=5, features=(4, 8, 16, 32), deep_supervision=True)
+  plain = vm.create("unet_small", num_classes=5, features=(4, 8, 16, 32))
+  v = ds.init(jax.random.PRNGKey(0), x, train=False)
+  heads = {k for k in v["params"] if k.startswith("aux_classifier")}
+  assert heads == {"aux_classifier1", "aux_classifier2", "aux_classifier3"}
+  pv = {"params": {k: p for k, p in v["params"].items() if k not in heads},
+        "batch_stats": v["batch_stats"]}
+  out, _ = ds.apply(v, x, train=True, mutable=["batch_stats"])
+  want, _ = plain.apply(pv, x, train=True, mutable=["batch_stats"])
+  np.testing.assert_array_equal(np.asarray(out["logits"]), np.asarray(want))
+  assert [a.shape for a in out["aux_logits"]] == [(2, 4, 3, 5), (2, 8, 6, 5), (2, 16, 12, 5)]
+  np.testing.assert_array_equal(np.asarray(ds.apply(v, x)), np.asarray(plain.apply(pv, x)))
+
+
 def test_encoder_strides_and_output_stride():
   from visionjax.models.backbones import build_encoder
   r = build_encoder("resnet50", output_stride=8)

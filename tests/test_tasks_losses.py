@@ -37,6 +37,42 @@ def test_segmentation_loss_is_weighted_ce_plus_per_image_dice(fg, dice):
   np.testing.assert_allclose(float(loss_sum) / float(count), expected, rtol=1e-5)
 
 
+def test_deep_supervision_loss_is_block_ce_against_the_class_histogram():
+  """Each coarse head at stride s adds, per s x s block, the block's weighted
+  cross-entropy against the block's class counts (ignored pixels excluded),
+  written here with NumPy histograms, not by up-sampling as the task does.
+  Odd sizes (7 x 6 at strides 4 and 2) check the cropped last blocks."""
+  rng = np.random.default_rng(1)
+  b, h, w, c, fg, aux_w = 2, 7, 6, 3, 2.0, 0.4
+  logits = rng.standard_normal((b, h, w, c)).astype(np.float32)
+  mask = rng.integers(0, c, (b, h, w))
+  mask[0, 0, :3] = 255  # ignored pixels
+  aux = [rng.standard_normal((b, 2, 2, c)).astype(np.float32),   # stride 4
+         rng.standard_normal((b, 4, 3, c)).astype(np.float32)]   # stride 2
+  task = tasks.SegmentationTask(num_classes=c, foreground_weight=fg, aux_weight=aux_w)
+  batch = {"mask": jnp.asarray(mask)}
+  plain_sum, plain_count = task.loss(jnp.asarray(logits), batch)
+  got_sum, got_count = task.loss(
+      {"logits": jnp.asarray(logits), "aux_logits": tuple(map(jnp.asarray, aux))}, batch)
+  weight = np.where(np.arange(c) == 0, 1.0, fg)
+  want = 0.0
+  for a, s in zip(aux, (4, 2)):
+    total = 0.0
+    for i in range(b):
+      for y in range(a.shape[1]):
+        for x in range(a.shape[2]):
+          block = mask[i, y * s:(y + 1) * s, x * s:(x + 1) * s]
+          counts = np.bincount(block[block != 255], minlength=c)
+          logp = np.log(_np_softmax(a[i, y, x].astype(np.float64)))
+          total += -(counts * weight * logp).sum()
+    want += total / len(aux)
+  assert float(got_count) == float(plain_count) == (mask != 255).sum()
+  np.testing.assert_allclose(float(got_sum) - float(plain_sum), aux_w * want, rtol=2e-5)
+  with pytest.raises(ValueError, match="aux_weight is 0"):
+    tasks.SegmentationTask(num_classes=c).loss(
+        {"logits": jnp.asarray(logits), "aux_logits": tuple(map(jnp.asarray, aux))}, batch)
+
+
 def test_classification_eval_scores_equal_scikit_learn():
   from sklearn import metrics as skm
   rng = np.random.default_rng(1)

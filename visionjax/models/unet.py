@@ -109,6 +109,12 @@ class UNet(ZooModule):
   encoder: Optional[str] = None
   encoder_kwargs: Optional[Mapping[str, Any]] = None
   act: Callable = nn.relu
+  # Deep supervision (Lee et al. 2015, "Deeply-Supervised Nets"): in training
+  # mode, a 1x1 classifier on the bottleneck and on every decoder level but
+  # the last, returned as {'logits', 'aux_logits': (coarse..fine)}; the
+  # segmentation task adds their loss (task_kwargs.aux_weight). Inference
+  # outputs are unchanged: logits only.
+  deep_supervision: bool = False
 
   def _check_fields(self) -> None:
     if self.padding not in ("same", "valid"):
@@ -153,9 +159,12 @@ class UNet(ZooModule):
     else:
       skips, x = self._encode(x, depth, train)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    aux = []
 
     for i, (f, skip) in enumerate(zip(reversed(self.features[:-1]),
                                       reversed(skips))):
+      if self.deep_supervision:  # also in eval (unused there, XLA drops it): same params
+        aux.append(self._aux_head(x, i))
       x = UpConv2x(f, self.upsample, dtype=self.dtype,
                    param_dtype=self.param_dtype, name=f"up{i + 1}")(x)
       skip = center_crop(skip, x.shape[1:3])  # no-op when padded.
@@ -163,7 +172,15 @@ class UNet(ZooModule):
       x = block(f, name=f"up{i + 1}_conv")(x)
     x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
                 param_dtype=self.param_dtype, name="classifier")(x)
-    return crop_to(x, (h, w)).astype(jnp.float32)
+    logits = crop_to(x, (h, w)).astype(jnp.float32)
+    if self.deep_supervision and train:
+      return {"logits": logits, "aux_logits": tuple(aux)}
+    return logits
+
+  def _aux_head(self, x: jax.Array, i: int) -> jax.Array:
+    """Deep-supervision logits [B, h/s, w/s, K] of one coarse level."""
+    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
+                   name=f"aux_classifier{i + 1}")(x).astype(jnp.float32)
 
   def _encode(self, x: jax.Array, depth: int, train: bool
               ) -> Tuple[list, jax.Array]:

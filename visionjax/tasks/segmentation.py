@@ -30,6 +30,15 @@ class SegmentationTask(base.Task):
   adds up across devices; images with ignored pixels weigh their Dice term by
   H*W / counted pixels.
 
+  ``aux_weight`` > 0 (with a model built with ``deep_supervision=True``):
+  in training, the model also returns coarse ``aux_logits`` (stride s, a
+  power of two); each
+  is scored as its nearest up-sampling to the full resolution, i.e. every
+  pixel of an s x s block is classified by the block's logits, with the same
+  weighted cross-entropy as the main output, and their mean is added
+  ``aux_weight`` times. This equals the cross-entropy of the block's logits
+  against the block's class histogram, times s*s (no mask is resampled).
+
   Metrics: the Cityscapes-script scores of the merged confusion matrix
   (mIoU, per-class IoU, pixel accuracy, Dice) and the loss.
   """
@@ -43,6 +52,7 @@ class SegmentationTask(base.Task):
   label_smoothing: float = 0.0
   foreground_weight: float = 1.0
   dice_weight: float = 0.0
+  aux_weight: float = 0.0
 
   def targets(self, example):
     return {"mask": tf.cast(example["mask"], tf.int32)}
@@ -54,7 +64,19 @@ class SegmentationTask(base.Task):
     base.validate_image(batch, channels)
     base.validate_int_field(batch, "mask", tuple(batch["image"].shape[:3]))
 
+  def _split(self, outputs):
+    """(logits, aux logits) of a model output (a plain array has no aux)."""
+    if not isinstance(outputs, dict):
+      return outputs, ()
+    aux = tuple(outputs.get("aux_logits", ()))
+    if aux and not self.aux_weight:
+      raise ValueError("the model returns deep-supervision aux_logits but the segmentation "
+                       "task's aux_weight is 0; set task_kwargs.aux_weight > 0 or build the "
+                       "model with deep_supervision=False")
+    return outputs["logits"], aux
+
   def loss(self, outputs, batch):
+    outputs, aux = self._split(outputs)
     weights = None
     if self.foreground_weight != 1.0:
       weights = jnp.full((self.num_classes,), self.foreground_weight).at[0].set(1.0)
@@ -70,10 +92,24 @@ class SegmentationTask(base.Task):
       per_image = jnp.mean(per_class, axis=-1)  # padded images score 0
       pixels = batch["mask"].shape[1] * batch["mask"].shape[2]
       loss_sum = loss_sum + self.dice_weight * pixels * jnp.sum(per_image)
+    if aux:
+      h, w = batch["mask"].shape[1:3]
+      aux_sum = 0.0
+      for a in aux:
+        # The level's stride: a power of two (U-Net levels; the model pads the
+        # input up to a multiple of its deepest stride, so the last block may
+        # be cut: ceil(size / aux size) can be less than the stride).
+        s = 1 << (max(-(-h // a.shape[1]), -(-w // a.shape[2])) - 1).bit_length()
+        up = jnp.repeat(jnp.repeat(a, s, axis=1), s, axis=2)[:, :h, :w]
+        aux_sum = aux_sum + losses.softmax_cross_entropy(
+            up, batch["mask"], ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing, weights=weights, where=valid,
+            reduction="sum_and_count")[0]
+      loss_sum = loss_sum + self.aux_weight * aux_sum / len(aux)
     return loss_sum, count
 
   def train_sums(self, outputs, batch):
-    preds = jnp.argmax(outputs, -1)
+    preds = jnp.argmax(self._split(outputs)[0], -1)
     mask = batch["mask"]
     counted = mask != self.ignore_index
     if base.valid_mask(batch) is not None:
