@@ -24,8 +24,8 @@ prints the median images/s of each and the median of the per-round new/old
 ratios: the change must not slow any pipeline. Timings on a shared machine
 are noisy; compare ratios.
 
-  python benchmarks/resume.py [--steps 100,10000] [--repeats 2]
-                              [--throughput 10 [--rounds 4] [--pipelines all]] [--no_resume]
+  python benchmarks/resume.py [--steps 100,10000] [--repeats 2] [--no_resume]
+      [--throughput 10 [--rounds 6] [--min_seconds 3] [--pipelines all]]
 """
 from __future__ import annotations
 
@@ -87,13 +87,16 @@ def first_batch_seconds(make, start_step: int) -> float:
   return time.perf_counter() - t
 
 
-def images_per_sec(make, batches: int) -> float:
-  """Images/s over ``batches`` batches after two warm-up batches, from step 0."""
+def images_per_sec(make, batches: int, min_seconds: float = 0.0) -> float:
+  """Images/s over at least ``batches`` batches and ``min_seconds`` (a few
+  milliseconds of a fast pipeline are all noise), after two warm-up batches,
+  from step 0."""
   it = make(0).as_numpy_iterator()
   next(it), next(it)
-  n, t = 0, time.perf_counter()
-  for _ in range(batches):
+  n, k, t = 0, 0, time.perf_counter()
+  while k < batches or time.perf_counter() - t < min_seconds:
     n += len(next(it)["image"])
+    k += 1
   return n / (time.perf_counter() - t)
 
 
@@ -135,8 +138,8 @@ def throughput_table(args) -> None:
   folders = input_pipeline.write_archives(args.workdir)
   configs = {name: input_pipeline.prepared_config(name, args.workdir, folders)
              for name in names}  # prepared first: TFDS's messages stay out of the table
-  print(f"\nimages/s over {args.throughput} batches from step 0 (after 2 warm-up "
-        f"batches), {args.rounds} alternating rounds, medians:")
+  print(f"\nimages/s over at least {args.throughput} batches and {args.min_seconds:g} s from "
+        f"step 0 (after 2 warm-up batches), {args.rounds} alternating rounds, medians:")
   print(f"{'pipeline':<11}{'batch':>6}{'old img/s':>11}{'new img/s':>11}{'new/old':>9}"
         f"{'  per-round new/old':<}")
   for name, c in configs.items():
@@ -145,7 +148,7 @@ def throughput_table(args) -> None:
     rates = {k: [] for k in impls}
     for r in range(args.rounds):
       for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
-        rates[k].append(images_per_sec(impls[k], args.throughput))
+        rates[k].append(images_per_sec(impls[k], args.throughput, args.min_seconds))
     ratios = [n / o for n, o in zip(rates["new"], rates["old"])]
     print(f"{name:<11}{c.batch_size:>6}{np.median(rates['old']):>11.1f}"
           f"{np.median(rates['new']):>11.1f}{np.median(ratios):>9.2f}  "
@@ -160,7 +163,9 @@ def main():
   ap.add_argument("--no_resume", action="store_true", help="skip the resume-time figures")
   ap.add_argument("--throughput", type=int, default=0,
                   help="also time this many batches of each pipeline from step 0")
-  ap.add_argument("--rounds", type=int, default=4, help="alternating throughput rounds")
+  ap.add_argument("--rounds", type=int, default=6, help="alternating throughput rounds")
+  ap.add_argument("--min_seconds", type=float, default=3.0,
+                  help="time each throughput figure over at least this long")
   ap.add_argument("--pipelines", default="all",
                   help=f"throughput: 'all' or some of {','.join(input_pipeline.PIPELINES)}")
   ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
