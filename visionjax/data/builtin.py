@@ -11,6 +11,8 @@ Configs:
   scenes64  64x64 scenes with 1-3 digits: 6,000 train / 1,000 test.
   digits32  32x32 images, one digit near the centre: 8,000 train / 1,500 test.
   tiny      32x32 scenes with 1-2 digits, 64 train / 32 test (for tests).
+  dense64   64x64 scenes with 3-5 smaller digits (16-24 px), milder warp and
+            clutter (~2x the digits per image): the segmentation quickstart's.
 """
 from __future__ import annotations
 
@@ -47,6 +49,10 @@ class DigitScenes(tfds.core.GeneratorBasedBuilder):
           spec=scenes.SceneSpec(height=32, width=32, min_objects=1,
                                 max_objects=2, min_size=12, max_size=16,
                                 num_train=64, num_test=32)),
+      DigitScenesConfig(
+          name="dense64", description="64x64, 3-5 digits of 16-24 px",
+          spec=scenes.SceneSpec(min_objects=3, max_objects=5, min_size=16,
+                                max_size=24, clutter=3, warp=0.6)),
   ]
   DEFAULT_CONFIG_NAME = "scenes64"
 
