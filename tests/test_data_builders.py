@@ -8,6 +8,8 @@ from the manual download folder, without network; the tests then check what
 the pipelines yield against the pixels, labels and boxes that were written.
 """
 import os
+import socket
+import time
 
 import fixtures_data as F
 import numpy as np
@@ -296,6 +298,46 @@ def test_failed_download_says_which_files_to_fetch(tmp_path, monkeypatch, name, 
   for f in files:
     assert f"{f}  [MISSING]" in msg
   assert isinstance(e.value.__cause__, ConnectionError)
+
+
+def test_reachable_is_a_quick_connection_check():
+  with socket.create_server(("127.0.0.1", 0)) as server:
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/cifar-10-binary.tar.gz"
+    assert sources.reachable(url, timeout=2)
+  t = time.time()
+  assert not sources.reachable(url, timeout=2)  # the port is closed now: refused at once
+  assert time.time() - t < 1.5
+  assert not sources.reachable("no-scheme-no-host")
+
+
+def test_can_prepare_says_whether_the_files_can_be_had(tmp_path, monkeypatch, tiny_data_dir):
+  asked, online = [], [False]
+
+  def reachable(url, timeout=5.0):
+    asked.append(url)
+    return online[0]
+
+  monkeypatch.setattr(sources, "reachable", reachable)
+  c = F.data_config({"data_dir": str(tmp_path / "tfds"), "manual": {}}, "cifar10",
+                    "classification")
+  c.dataset.manual_dir = str(tmp_path / "manual")
+  assert not datasets.can_prepare(c.dataset)  # offline, the archive nowhere
+  assert asked == ["https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"]
+  online[0] = True
+  assert datasets.can_prepare(c.dataset)
+  online[0], asked[:] = False, []
+  (tmp_path / "manual").mkdir()
+  (tmp_path / "manual" / "cifar-10-binary.tar.gz").write_bytes(b"")
+  assert datasets.can_prepare(c.dataset) and not asked  # in the manual folder: no lookup
+  online[0] = True
+  c.dataset.name = "cityscapes/semantic_segmentation"  # manual only, files missing
+  assert not datasets.can_prepare(c.dataset)
+  online[0] = False
+  for data_dir in (str(tmp_path / "fresh"), tiny_data_dir):  # rendered here / prepared
+    c = F.data_config({"data_dir": data_dir, "manual": {}}, "digit_scenes/tiny",
+                      "classification")
+    assert datasets.can_prepare(c.dataset)
+  assert not asked
 
 
 # ------------------------------------------------------------ digit_scenes

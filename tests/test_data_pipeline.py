@@ -13,7 +13,7 @@ from spine_fixtures import REPO
 import tensorflow_datasets as tfds
 from tensorflow_datasets.testing import mocking
 
-from visionjax.data import pipeline
+from visionjax.data import augment_config, pipeline
 from visionjax.train import parallel
 
 
@@ -164,6 +164,30 @@ def test_resume_far_into_training_reads_at_most_one_epoch(sharded_tiny):
   c = _tiny(sharded_tiny[0])
   far = _take(spine_fixtures.train_dataset(c, start_step=10**6), 4)
   assert _same(far[3:], _take(spine_fixtures.train_dataset(c, start_step=10**6 + 3), 1))
+
+
+def test_examples_and_the_augmentation_preview_are_what_training_sees(tiny_data_dir):
+  """`examples` reads the split in file order, unaugmented; `preview`'s draw i
+  of example i is training's example i (shuffle buffer 1: file order)."""
+  augment = ("horizontal_flip", "color_jitter", ("rotation", {"max_degrees": 30.0}))
+  c = _tiny(tiny_data_dir, **{"dataset.shuffle_buffer": 1, "seed": 3,
+                              "dataset.augment": augment})
+  data = pipeline.resolve(c.dataset)
+  raw = list(tfds.as_numpy(data.builders[0].as_dataset(split="test")))[:5]
+  test = pipeline.examples(data, count=5)  # the eval split
+  assert len(test) == 5 and set(test[0]) >= {"image", "label", "mask", "boxes"}
+  for ex, r in zip(test, raw):
+    np.testing.assert_array_equal(ex["image"], r["image"])
+    np.testing.assert_array_equal(ex["mask"], r["segmentation_mask"][..., 0])
+    assert ex["image"].dtype == np.uint8
+  train = pipeline.examples(data, "train", count=4)
+  batch = _take(spine_fixtures.train_dataset(c), 1)[0]  # pixels unnormalized (_tiny)
+  draws = [augment_config.preview(c.dataset, ex, 4, seed=3) for ex in train]
+  for i, ex in enumerate(train):
+    np.testing.assert_array_equal(batch["image"][i], draws[i][i]["image"])
+    assert batch["label"][i] == ex["label"]
+  assert not np.array_equal(draws[0][0]["image"], draws[0][1]["image"])  # draws differ
+  assert not np.array_equal(draws[0][0]["image"], train[0]["image"])
 
 
 @pytest.mark.parametrize("processes", [1, 2])

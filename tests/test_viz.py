@@ -13,7 +13,7 @@ import pytest
 
 from visionjax import viz
 from visionjax.viz import boxes as box_viz
-from visionjax.viz import curves, predictions
+from visionjax.viz import curves, grid, predictions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,6 +35,7 @@ before = matplotlib.get_backend()
 import numpy as np
 import visionjax.viz
 import visionjax.viz.predictions as P, visionjax.viz.boxes as B, visionjax.viz.curves as C
+import visionjax.viz.grid as G
 rng = np.random.default_rng(0)
 im = rng.random((2, 8, 8, 3))
 names = ["a", "b", "c"]
@@ -48,6 +49,7 @@ figs = [
                           np.full((2, 4), 0.4), names),
     C.learning_curves_figure([{"split": "train", "step": 1, "loss": 1.0},
                               {"split": "eval", "step": 1, "accuracy": 0.5}]),
+    G.image_grid(list(im), ["a", "b"]),
 ]
 for f in figs:
   f.savefig(io.BytesIO(), format="png")
@@ -237,6 +239,22 @@ def test_localization_boxes_are_xyxy_or_cxcywh_alike():
   np.testing.assert_array_equal(_pixels(a), _pixels(b))
   with pytest.raises(ValueError, match="box_format"):
     box_viz.localization_figure(im, [0], xyxy_true, logits, xyxy_pred, "abc", box_format="yxyx")
+
+
+def test_image_grid_shows_each_image_in_rows_of_cols():
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 256, (8, 16, 3), dtype=np.uint8) for _ in range(5)]
+  fig = grid.image_grid(images, [f"t{i}" for i in range(5)], cols=3, panel_width=2.0)
+  shown = [ax for ax in fig.axes if ax.images]
+  assert len(fig.axes) == 6 and len(shown) == 5  # 2 rows of 3, the last panel empty
+  assert [ax.get_title() for ax in shown] == ["t0", "t1", "t2", "t3", "t4"]
+  for ax, im in zip(shown, images):
+    np.testing.assert_array_equal(ax.images[0].get_array(), im)
+  # Panels keep the images' aspect (8 x 16: 1.0 in high) plus 0.3 in for titles.
+  np.testing.assert_allclose(fig.get_size_inches(), (6.0, 2 * 1.3))
+  assert grid.image_grid(images[:2]).get_size_inches()[1] == pytest.approx(0.8)
+  with pytest.raises(ValueError, match="2 titles for 5 images"):
+    grid.image_grid(images, ["a", "b"])
 
 
 # ------------------------------------------------------------------- writers

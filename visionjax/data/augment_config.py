@@ -7,8 +7,11 @@ dataset's mean pixel (so padding normalizes to zero).
 from __future__ import annotations
 
 import inspect
+from typing import Mapping
 
 import ml_collections
+import numpy as np
+import tensorflow as tf
 
 from visionjax.data import augment as augment_lib
 from visionjax.data.datasets import mean_pixel
@@ -46,3 +49,29 @@ def make_augment(dc: ml_collections.ConfigDict, train: bool) -> augment_lib.Op:
     except TypeError as e:
       raise ValueError(f"bad option for augmentation {name!r}: {e}") from None
   return augment_lib.chain(ops)
+
+
+def preview(dc: ml_collections.ConfigDict, example: Mapping[str, object], count: int, *,
+            seed: int = 0) -> list[dict[str, np.ndarray]]:
+  """``count`` draws of the training augmentation of ``dc`` on one example.
+
+  Draw ``i`` is what training gives the example at position ``i`` of the
+  stream of a run with ``config.seed = seed`` (the op's seed is ``(seed,
+  i)``, as in `visionjax.data.pipeline.train_dataset`), before it is fitted
+  to ``dc.image_size`` and normalized.
+
+  Args:
+    dc: a dataset config (``config.dataset``); its ``augment`` is applied.
+    example: a canonical example (NumPy or tensors), e.g. from
+      `visionjax.data.pipeline.examples`.
+    count: how many draws.
+    seed: the run's seed.
+
+  Returns:
+    ``count`` canonical examples in NumPy (``image`` uint8 [h, w, 3], and the
+    example's mask/boxes moved with it).
+  """
+  op = make_augment(dc, train=True)
+  ex = {k: tf.convert_to_tensor(v) for k, v in example.items()}
+  return [{k: v.numpy() for k, v in op(tf.constant([seed, i], tf.int64), ex).items()}
+          for i in range(count)]

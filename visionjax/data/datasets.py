@@ -42,7 +42,7 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from visionjax.data.sources import SourceFile, prepare_builder
+from visionjax.data.sources import SourceFile, can_prepare_builder, prepare_builder
 
 ANNOTATIONS = ("label", "mask", "boxes")
 
@@ -279,6 +279,20 @@ def prepare(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     builders.append(get_builder(one))
     prepare_builder(one, builders[-1], ad.sources(config_name(name)), ad.manual_only)
   return builders[0]
+
+
+def can_prepare(dc: ml_collections.ConfigDict, *, timeout: float = 5.0) -> bool:
+  """Whether `prepare` can get every file of ``dc.name`` (prepared already, in
+  the manual folder, or its host answering within ``timeout`` seconds), so
+  a caller can choose another dataset at once instead of after the
+  download's retries. Downloads nothing."""
+  ad = adapter(dc)
+  for name in dataset_names(dc):
+    one = single(dc, name)
+    if not can_prepare_builder(one, get_builder(one), ad.sources(config_name(name)),
+                               ad.manual_only, timeout=timeout):
+      return False
+  return True
 
 
 def num_classes(dc: ml_collections.ConfigDict, annotation: str,

@@ -182,6 +182,22 @@ def _load_one(dc, builder, split, shuffle_files, seed, decode):
   return ds, total
 
 
+def examples(data: Data, split: str | None = None, *, count: int = 8
+             ) -> list[dict[str, np.ndarray]]:
+  """The first ``count`` examples of ``split`` (default: the eval split) as
+  canonical examples in NumPy: ``image`` uint8 [H, W, 3] at its stored size
+  and the annotations the dataset has (``label``, ``mask``, ``boxes``...;
+  see `visionjax.data.datasets`), neither augmented, fitted nor normalized.
+
+  For pictures and for feeding `visionjax.train.inference.Predictor` the
+  images a user would have; training and evaluation read `train_dataset` and
+  `eval_batches`.
+  """
+  ds, _ = load_split(data, split or data.config.eval_split, shuffle_files=False, seed=0)
+  canonical = data.adapter.canonical
+  return [{k: v.numpy() for k, v in canonical(ex).items()} for ex in ds.take(count)]
+
+
 def max_host_share(data: Data, split: str, all_datasets: bool = False) -> int:
   """The most examples of ``split`` any process reads (process 0's share)."""
   count = None if all_datasets else 1

@@ -5,12 +5,16 @@ download folder (``config.dataset.manual_dir``, default
 ``<data_dir>/downloads/manual``) are used instead of downloading; a dataset
 that can only be downloaded by hand (Cityscapes), or whose download failed,
 raises `MissingDatasetFilesError` naming each file, its source and the folder
-to put it in.
+to put it in. `can_prepare_builder` says beforehand whether that would
+happen, without the download's own retries (minutes on a machine without
+network).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import urllib.parse
 
 import ml_collections
 import tensorflow_datasets as tfds
@@ -60,6 +64,42 @@ def missing_files_message(name: str, folder: str, files: tuple[SourceFile, ...])
   return "\n".join(lines)
 
 
+def missing_files(dc: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
+                  files: tuple[SourceFile, ...]) -> list[SourceFile]:
+  """Those of ``files`` that are not in the manual download folder."""
+  folder = paths.resolve(manual_dir(dc, builder))
+  return [f for f in files if not (folder / f.name).exists()]
+
+
+def reachable(url: str, timeout: float = 5.0) -> bool:
+  """Whether ``url``'s host accepts a TCP connection within ``timeout`` seconds
+  (name lookup included): a quick "is there network to download from"."""
+  parts = urllib.parse.urlsplit(url)
+  port = parts.port or {"http": 80, "https": 443, "ftp": 21}.get(parts.scheme)
+  if not parts.hostname or port is None:
+    return False
+  try:
+    with socket.create_connection((parts.hostname, port), timeout=timeout):
+      return True
+  except OSError:  # no route, refused, timed out, name not resolved
+    return False
+
+
+def can_prepare_builder(dc: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
+                        files: tuple[SourceFile, ...], manual_only: bool, *,
+                        timeout: float = 5.0) -> bool:
+  """Whether `prepare_builder` can get every file it needs: the builder is
+  prepared, or each missing archive's host answers within ``timeout`` seconds
+  (never for ``manual_only`` datasets). Downloads nothing; a True does not
+  promise the download then succeeds."""
+  if builder.is_prepared():
+    return True
+  missing = missing_files(dc, builder, files)
+  if manual_only:
+    return not missing
+  return all(reachable(f.url, timeout) for f in missing)
+
+
 def prepare_builder(dc: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
                     files: tuple[SourceFile, ...], manual_only: bool) -> None:
   """Runs ``builder.download_and_prepare`` unless it is prepared already.
@@ -70,7 +110,7 @@ def prepare_builder(dc: ml_collections.ConfigDict, builder: tfds.core.DatasetBui
   if builder.is_prepared():
     return
   folder = manual_dir(dc, builder)
-  missing = [f for f in files if not (paths.resolve(folder) / f.name).exists()]
+  missing = missing_files(dc, builder, files)
   if manual_only and missing:
     raise MissingDatasetFilesError(missing_files_message(dc.name, folder, files))
   try:

@@ -7,7 +7,8 @@ here, so ``import visionjax.viz`` does not import matplotlib:
 
 Figures (`matplotlib.figure.Figure`, built without pyplot, so the
 matplotlib backend is never changed) and their PNG writers live in
-`visionjax.viz.predictions`, `visionjax.viz.boxes` and `visionjax.viz.curves`.
+`visionjax.viz.predictions`, `visionjax.viz.boxes`, `visionjax.viz.curves`
+and `visionjax.viz.grid` (plain image grids).
 """
 from visionjax.viz.draw import draw_boxes, draw_masks, overlay, to_uint8, triptych
 from visionjax.viz.palette import colorize, palette
