@@ -150,9 +150,9 @@ def throughput_table(args) -> None:
       for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
         rates[k].append(images_per_sec(impls[k], args.throughput, args.min_seconds))
     ratios = [n / o for n, o in zip(rates["new"], rates["old"])]
-    # 'train n' (this host's train examples): the new pipeline starts each
-    # epoch afresh (files reopened, shuffle buffer refilled), so a fixture
-    # split smaller than a batch pays that several times per batch.
+    # 'train n' (this host's train examples): the fixture splits are tiny,
+    # and the new pipeline starts each epoch afresh (a new shuffle of the
+    # split), which a split smaller than a batch does several times per batch.
     n = pipeline.max_host_share(exp.data, c.dataset.train_split, all_datasets=True)
     print(f"{name:<11}{c.batch_size:>6}{n:>8}{np.median(rates['old']):>11.1f}"
           f"{np.median(rates['new']):>11.1f}{np.median(ratios):>9.2f}  "
