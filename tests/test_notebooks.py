@@ -67,6 +67,7 @@ def test_every_notebook_has_ci_parameters():
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_badge_install_cell_and_parameter_cell(name):
   nb = _load(name)
+  nbformat.validate(nb)
   first, install = nb.cells[0], nb.cells[1]
   assert first.cell_type == "markdown"
   assert ("https://colab.research.google.com/assets/colab-badge.svg" in first.source and
