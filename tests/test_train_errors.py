@@ -77,6 +77,23 @@ def test_malformed_batch_is_rejected_before_xla(tiny_data_dir, change, pattern):
     exp.train_step(exp.create_state(), exp.engine.put_batch(change(batch)))
 
 
+@pytest.mark.parametrize("deep_supervision,aux_weight,pattern", [
+    (False, 0.5, r"aux_weight=0.5 but the model returns no deep-supervision aux_logits"),
+    (True, 0.0, r"returns deep-supervision aux_logits but .* aux_weight is 0"),
+])
+def test_aux_weight_and_deep_supervision_must_agree_before_the_first_step(
+    tiny_data_dir, deep_supervision, aux_weight, pattern):
+  """A deep-supervision weight with a model that has no aux heads was silently
+  ignored (and the reverse silently trained the heads on nothing): now the
+  first train step's trace refuses both, so the state never changes."""
+  config = tiny_config(tiny_data_dir, "segmentation", **{
+      "model.deep_supervision": deep_supervision, "task_kwargs.aux_weight": aux_weight})
+  exp = loop.build(config, devices=jax.devices()[:1])
+  batch = next(spine_fixtures.train_dataset(config).as_numpy_iterator())
+  with pytest.raises(ValueError, match=pattern):
+    exp.train_step(exp.create_state(), exp.engine.put_batch(batch))
+
+
 def test_eval_batch_size_is_rounded_up_to_the_devices(tiny_data_dir):
   c = tiny_config(tiny_data_dir, eval_batch_size=250)  # cnn_digits' value, 8 devices
   exp = loop.build(c)

@@ -161,6 +161,13 @@ class Task(abc.ABC):
     """Raises ValueError naming what is wrong with ``batch`` (shapes, dtypes)."""
 
   # -------------------------------------------------------------- training
+  def check_train_outputs(self, outputs: Any) -> None:
+    """Trace-time check of the model's training-mode outputs (their pytree
+    structure, not values) against the task's options, before the first step
+    runs: ValueError naming the option and what the model returns. Default:
+    nothing to check."""
+    del outputs
+
   @abc.abstractmethod
   def loss(self, outputs: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """``(loss_sum, count)``; the step divides the psum of each."""

@@ -64,15 +64,25 @@ class SegmentationTask(base.Task):
     base.validate_image(batch, channels)
     base.validate_int_field(batch, "mask", tuple(batch["image"].shape[:3]))
 
+  def check_train_outputs(self, outputs):
+    aux = outputs.get("aux_logits", ()) if isinstance(outputs, dict) else ()
+    if self.aux_weight and not aux:
+      raise ValueError(f"task_kwargs.aux_weight={self.aux_weight!r} but the model returns no "
+                       "deep-supervision aux_logits in training; build it with "
+                       "deep_supervision=True (config.model.deep_supervision, U-Net) or set "
+                       "aux_weight to 0")
+    if aux and not self.aux_weight:
+      raise ValueError("the model returns deep-supervision aux_logits but the segmentation "
+                       "task's aux_weight is 0; set task_kwargs.aux_weight > 0 or build the "
+                       "model with deep_supervision=False")
+
   def _split(self, outputs):
     """(logits, aux logits) of a model output (a plain array has no aux)."""
     if not isinstance(outputs, dict):
       return outputs, ()
     aux = tuple(outputs.get("aux_logits", ()))
-    if aux and not self.aux_weight:
-      raise ValueError("the model returns deep-supervision aux_logits but the segmentation "
-                       "task's aux_weight is 0; set task_kwargs.aux_weight > 0 or build the "
-                       "model with deep_supervision=False")
+    if aux:
+      self.check_train_outputs(outputs)  # aux outputs with aux_weight 0
     return outputs["logits"], aux
 
   def loss(self, outputs, batch):

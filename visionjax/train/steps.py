@@ -71,6 +71,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     out = model.apply(model_variables(params, state.batch_stats), batch["image"], train=True,
                       rngs={"dropout": rng}, mutable=["batch_stats"] if has_bn else False)
     outputs, new_vars = out if has_bn else (out, {})
+    task.check_train_outputs(outputs)  # trace time: options vs what the model returns
     loss_sum, count = task.loss(outputs, batch)
     total = jax.lax.stop_gradient(_psum(count, axis_name))
     return loss_sum / jnp.maximum(total, 1), (outputs, new_vars, loss_sum, count)
