@@ -165,6 +165,10 @@ def test_cli_writes_json_and_overlays(seg, tmp_path):
     mask = np.asarray(record["mask"])
     np.testing.assert_array_equal(mask, p(src / f"{name}.png")["mask"])
     assert Image.open(out / f"{name}.png").size == (w, h)
+    # Background pixels show the photo as it is; only predicted classes are tinted.
+    drawn = np.asarray(Image.open(out / f"{name}.png").convert("RGB"))
+    photo = np.asarray(Image.open(src / f"{name}.png").convert("RGB"))
+    np.testing.assert_array_equal(drawn[mask == 0], photo[mask == 0])
   r = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "predict.py"),
                       f"--workdir={wd}", f"--images={src}/*.jpg", f"--out={out}"],
                      capture_output=True, text=True, env=env, cwd=REPO, timeout=300)

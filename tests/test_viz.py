@@ -302,3 +302,32 @@ def test_save_functions_write_pngs_of_the_expected_size(tmp_path):
   assert _size(p) == (1350, 320)           # loss, accuracy, mean_iou: 3 x 4.5 x 3.2 in
   curves.plot_learning_curves([{"split": "train", "step": 1}], str(tmp_path / "none.png"))
   assert not (tmp_path / "none.png").exists()  # nothing to plot, nothing written
+
+
+def test_draw_masks_background_keeps_the_image_and_blends_the_rest():
+  rng = np.random.default_rng(7)
+  image = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+  mask = rng.integers(0, 3, (6, 5))
+  got = viz.draw_masks(image, mask, 3, alpha=0.5, background=0)
+  np.testing.assert_array_equal(got[mask == 0], image[mask == 0])
+  blended = viz.draw_masks(image, mask, 3, alpha=0.5)  # the plain blend elsewhere
+  np.testing.assert_array_equal(got[mask != 0], blended[mask != 0])
+  assert (mask == 0).any() and (mask != 0).any()
+
+
+def test_detection_overlay_draws_only_scores_from_draw_min_score():
+  """`DetectionTask.draw_result` equals drawing the kept boxes alone."""
+  from visionjax import tasks
+  names = ["a", "b"]
+  result = {"boxes": np.asarray([[2, 2, 20, 20], [30, 5, 60, 30], [5, 25, 25, 45]], np.float32),
+            "classes": np.asarray([0, 1, 1], np.int32),
+            "scores": np.asarray([0.9, 0.3, 0.5], np.float32)}
+  blank = np.zeros((50, 64, 3), np.uint8)
+  got = tasks.create("detection", 2).draw_result(blank, result, names)   # draw_min_score 0.5
+  keep = np.asarray([0, 2])
+  want = viz.draw_boxes(blank, result["boxes"][keep], result["classes"][keep],
+                        result["scores"][keep], names, normalized=False)
+  np.testing.assert_array_equal(got, want)
+  assert not got[15:30, 57:60].any()  # the 0.3 box's right border is not drawn
+  low = tasks.create("detection", 2, draw_min_score=0.2).draw_result(blank, result, names)
+  assert low[15:30, 57:60].any()

@@ -5,12 +5,15 @@
 
 Writes, per image, ``<out>/<name>.json`` (the `visionjax.train.inference`
 result: boxes in pixels of the original image, segmentation masks at its
-size) and ``<out>/<name>.png``, the prediction drawn over the image.
+size; detections down to the run's score_threshold, with their scores) and
+``<out>/<name>.png``, the prediction drawn over the image (detections scoring
+at least ``--min_score``; segmentation colours every class but background).
 ``--images`` is a glob or a comma-separated list of globs/files; local or
 gs:// alike.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -27,6 +30,9 @@ _IMAGES = flags.DEFINE_string("images", None,
 _OUT = flags.DEFINE_string("out", None, "Folder for the JSON results and PNG overlays.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a step number.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 8, "Images run at once (batch buckets up to it).")
+_MIN_SCORE = flags.DEFINE_float(
+    "min_score", None, "Detection: the lowest score drawn on the overlays (default: the task's "
+    "draw_min_score, 0.5). The JSON keeps every detection, with its score.")
 flags.mark_flags_as_required(["workdir", "images", "out"])
 
 
@@ -77,6 +83,14 @@ def main(argv: list[str]) -> None:
     files = expand(_IMAGES.value)
     predictor = inference.Predictor.from_workdir(_WORKDIR.value, checkpoint=_CHECKPOINT.value,
                                                  max_batch=_MAX_BATCH.value)
+    if _MIN_SCORE.value is not None:
+      if not hasattr(predictor.exp.task, "draw_min_score"):
+        raise ValueError(f"--min_score applies to detection runs; this run's task is "
+                         f"{predictor.exp.task.name!r}")
+      if not 0.0 <= _MIN_SCORE.value <= 1.0:
+        raise ValueError(f"--min_score={_MIN_SCORE.value}; expected a score in [0, 1]")
+      predictor.exp.task = dataclasses.replace(predictor.exp.task,
+                                               draw_min_score=_MIN_SCORE.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   write_predictions(predictor, files, paths.resolve(_OUT.value))

@@ -51,6 +51,9 @@ class DetectionTask(base.Task):
   score_threshold, nms_iou, pre_nms_top_k, max_detections: post-processing
                     (0.01, 0.45, 400, 200; see detection.postprocessing).
   eval_iou:         VOC AP IoU threshold (0.5).
+  draw_min_score:   the lowest score `draw_result` draws (0.5; `visionjax
+                    predict --min_score`); results keep every detection down
+                    to ``score_threshold``, which AP needs.
   max_boxes:        boxes per image in a batch (padded, ``box_valid`` marks
                     the real ones; more are truncated).
   """
@@ -71,6 +74,7 @@ class DetectionTask(base.Task):
   max_detections: int = 200
   eval_iou: float = 0.5
   max_boxes: int = 50
+  draw_min_score: float = 0.5
 
   def __post_init__(self):
     object.__setattr__(self, "variances", tuple(float(v) for v in self.variances))
@@ -208,8 +212,9 @@ class DetectionTask(base.Task):
 
   def draw_result(self, image, result, class_names):
     from visionjax import viz
-    return viz.draw_boxes(image, result["boxes"], result["classes"], result["scores"],
-                          class_names, normalized=False)
+    keep = np.asarray(result["scores"]) >= self.draw_min_score
+    return viz.draw_boxes(image, result["boxes"][keep], result["classes"][keep],
+                          result["scores"][keep], class_names, normalized=False)
 
   def visualize(self, images, batch, predictions, class_names, path):
     """Detections after NMS (solid, with scores) over dashed ground truth;

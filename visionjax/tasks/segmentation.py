@@ -159,7 +159,8 @@ class SegmentationTask(base.Task):
 
   def draw_result(self, image, result, class_names):
     from visionjax import viz
-    return viz.draw_masks(image, result["mask"], len(class_names))
+    # Class 0 (background) keeps the photo: darkening it hid the scene.
+    return viz.draw_masks(image, result["mask"], len(class_names), background=0)
 
   def visualize(self, images, batch, predictions, class_names, path):
     from visionjax.viz import predictions as pred_viz

@@ -119,7 +119,8 @@ def overlay(image: np.ndarray, top: np.ndarray, alpha: float = 0.5,
 
 def draw_masks(image: np.ndarray, mask: np.ndarray, num_classes: int, alpha: float = 0.5,
                ignore_index: int = 255,
-               colors: Optional[Sequence[Colour]] = None) -> np.ndarray:
+               colors: Optional[Sequence[Colour]] = None, *,
+               background: Optional[int] = None) -> np.ndarray:
   """Colours a class-id mask over an image.
 
   Every pixel is blended with its class colour (class 0, background, is black
@@ -134,9 +135,12 @@ def draw_masks(image: np.ndarray, mask: np.ndarray, num_classes: int, alpha: flo
     alpha: opacity of the colours in [0, 1]; 1 gives the colour mask alone.
     ignore_index: the id drawn white (VOC's object borders).
     colors: optional K colours (see `Colour`) instead of the VOC palette.
+    background: a class id whose pixels keep the image untouched (e.g. 0 on
+      photos, where a darkened background hides the scene); None blends all.
 
   Returns:
-    uint8 [H, W, 3]: ``round((1 - alpha) * image + alpha * colour)``.
+    uint8 [H, W, 3]: ``round((1 - alpha) * image + alpha * colour)``, and the
+    image itself where ``mask == background``.
   """
   mask = np.asarray(mask)
   img = to_uint8(image)
@@ -148,7 +152,11 @@ def draw_masks(image: np.ndarray, mask: np.ndarray, num_classes: int, alpha: flo
     pal = _parse_colours(colors, num_classes)
     rgb = pal[np.clip(mask, 0, num_classes - 1)]
     rgb[mask == ignore_index] = 255
-  return overlay(img, rgb, alpha)
+  out = overlay(img, rgb, alpha)
+  if background is not None:
+    keep = mask == background
+    out[keep] = img[keep]
+  return out
 
 
 def triptych(image: np.ndarray, gt_mask: np.ndarray, pred_mask: np.ndarray, num_classes: int,
