@@ -1,7 +1,7 @@
 """Region proposals for two-stage detectors (Faster/Mask R-CNN), static shapes.
 
 Boxes here are **absolute pixel xyxy** in the network input image, as the
-R-CNN ops (``visionjax.ops.roi_align``) take them; convert normalized
+R-CNN ops (``visionjax.ops.roi``) take them; convert normalized
 boxes at the edge with ``ops.denormalize_boxes``.
 
 * :func:`fpn_anchors`: the anchors of torchvision's ``AnchorGenerator`` for an

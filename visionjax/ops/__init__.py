@@ -15,7 +15,7 @@ from visionjax.ops.boxes import (
 )
 from visionjax.ops.masks import paste_masks
 from visionjax.ops.nms import batched_nms, nms, soft_nms, top_k
-from visionjax.ops.roi_align import fpn_levels, infer_scales, multiscale_roi_align, roi_align
+from visionjax.ops.roi import fpn_levels, infer_scales, multiscale_roi_align, roi_align
 
 __all__ = ["FORMATS", "box_area", "box_convert", "box_iou", "box_iou_elementwise", "clip_boxes",
            "denormalize_boxes", "generalized_box_iou", "generalized_box_iou_elementwise",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from visionjax.ops import masks as masks_lib
-from visionjax.ops import roi_align as ra
+from visionjax.ops import roi as ra
 
 torchvision = pytest.importorskip("torchvision")
 import torch  # noqa: E402
