@@ -84,34 +84,41 @@ def decode_strings(strings):
   """
   raw = [s.encode("ascii") if isinstance(s, str) else bytes(s) for s in strings]
   lens = np.fromiter((len(r) for r in raw), np.int64, len(raw))
-  c = np.frombuffer(b"".join(raw), np.uint8).astype(np.int64) - 48
+  c = np.frombuffer(b"".join(raw), np.uint8) - np.uint8(48)
   if c.size == 0:
     return np.zeros(0, np.int64), np.zeros(len(raw) + 1, np.int64)
   last = (c & 0x20) == 0                                    # a count's final chunk
   string_end = np.cumsum(lens)
   if np.any(~last[string_end[lens > 0] - 1]):
     raise ValueError("an RLE string ends inside a count (continuation bit set on its last char)")
-  group = np.concatenate([[0], np.cumsum(last)[:-1]])      # count index, global
-  first = np.r_[True, last[:-1]]
-  k = np.arange(c.size) - np.maximum.accumulate(np.where(first, np.arange(c.size), 0))
-  x = np.bincount(group, weights=(c & 0x1F) << (5 * k)).astype(np.int64)
-  n_chunks = np.bincount(group)
-  sign = (c[last] & 0x10) != 0
-  x = x - np.where(sign, np.left_shift(1, 5 * n_chunks), 0)
-  # Counts per string and each count's index m within its string.
-  per_string = np.bincount(np.searchsorted(string_end, np.flatnonzero(last), side="right"),
-                           minlength=len(raw))
-  ptr = np.concatenate([[0], np.cumsum(per_string)])
-  m = np.arange(x.size) - np.repeat(ptr[:-1], per_string)
+  ends = np.flatnonzero(last)                               # last chunk of each count
+  starts = np.r_[0, ends[:-1] + 1]
+  n_chunks = ends - starts + 1
+  # Most counts are one chunk: add the chunks in rounds over the shrinking set
+  # of longer counts instead of materializing per-chunk arrays.
+  x = (c[starts] & 0x1F).astype(np.int64)
+  longer = np.flatnonzero(n_chunks > 1)
+  j = 1
+  while longer.size:
+    x[longer] |= (c[starts[longer] + j] & 0x1F).astype(np.int64) << (5 * j)
+    j += 1
+    longer = longer[n_chunks[longer] > j]
+  sign = (c[ends] & 0x10) != 0
+  x[sign] -= np.left_shift(np.int64(1), 5 * n_chunks[sign])
+  # Counts per string: chunks are never shared between strings.
+  cum = np.cumsum(last, dtype=np.int64)
+  ptr = np.r_[0, np.where(string_end > 0, cum[np.maximum(string_end - 1, 0)], 0)]
+  per_string = np.diff(ptr)
+  base = np.repeat(ptr[:-1], per_string)                    # index of the string's m = 0
+  m = np.arange(x.size) - base
   # count[m] = x[m] + count[m - 2] for m > 2: chains over every other count
   # starting at m = 1 (odd) and m = 2 (even); m = 0 stands alone. With G the
   # global stride-2 cumulative sum, a chain's value is G[i] - G[chain start - 2]
-  # (same parity as i, so the difference stays inside one stride-2 series).
+  # = G[i] - G[base - (m odd)] (same parity as i: one stride-2 series).
   g = np.empty_like(x)
   g[0::2] = np.cumsum(x[0::2])
   g[1::2] = np.cumsum(x[1::2])
-  i = np.arange(x.size)
-  prev = i - m + np.where(m % 2 == 1, 1, 2) - 2
+  prev = base - (m & 1)
   out = np.where(m == 0, x, g - np.where(prev >= 0, g[np.maximum(prev, 0)], 0))
   return out, ptr
 
