@@ -147,6 +147,18 @@ def test_segm_matches_pycocotools(case):
   assert ev.stats[1] > 0.05  # not degenerate: detections do match (AP50)
 
 
+def test_segm_in_several_updates_equals_one(monkeypatch):
+  gt, dets, _, _ = make_dataset(9, **CASES["mixed"])
+  ref = coco.evaluate_coco(gt, dets, iou_type="segm")
+  monkeypatch.setattr(coco, "_SEGM_IMAGES_PER_UPDATE", 5)  # 12 images -> 3 updates
+  ours = coco.evaluate_coco(gt, dets, iou_type="segm")
+  np.testing.assert_array_equal(ours["precision"], ref["precision"])
+  np.testing.assert_array_equal(ours["recall"], ref["recall"])
+  bad = dets + [dict(dets[0], image_id=10_000)]  # an image id not in gt["images"]
+  with pytest.raises(ValueError, match=r"dt_image_ids contains \[10000\]"):
+    coco.evaluate_coco(gt, bad, iou_type="segm")
+
+
 def test_segm_crowd_absorbs_detections_hand_checked():
   # One crowd region (10x10) and one object; three detections inside the crowd
   # are ignored (IoU vs crowd = |d ∩ crowd| / |d| = 1), not false positives.

@@ -153,12 +153,19 @@ def test_paste_masks_matches_torchvision():
   # outside wraps its negative slice bounds and raises); ours gives zeros.
   xy = np.minimum(np.maximum(xy, 2 - wh), [w - 3, h - 3])
   boxes = np.concatenate([xy, xy + wh], -1).astype(np.float32)
-  ref = paste_masks_in_image(torch.tensor(masks)[:, None], torch.tensor(boxes), (h, w),
-                             padding=1)[:, 0].numpy()
-  got = jax.jit(lambda x: masks_lib.paste_masks(x, boxes, (h, w)))(masks)
+  mt = torch.tensor(masks).requires_grad_(True)
+  ref_t = paste_masks_in_image(mt[:, None], torch.tensor(boxes), (h, w), padding=1)[:, 0]
+  ref = ref_t.detach().numpy()
+  fn = jax.jit(lambda x: masks_lib.paste_masks(x, boxes, (h, w)))
+  got = fn(masks)
   np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(np.asarray(got) > 0.5, ref > 0.5)
   assert (ref > 0).sum() > 1000
+  # Gradient with respect to the masks (bilinear resize backward) vs autograd.
+  cot = rng.normal(size=ref.shape).astype(np.float32)
+  (ref_t * torch.tensor(cot)).sum().backward()
+  grad = jax.grad(lambda x: jnp.sum(fn(x) * cot))(masks)
+  np.testing.assert_allclose(np.asarray(grad), mt.grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_paste_masks_outside_and_padded_are_zero():

@@ -89,6 +89,8 @@ DEFAULT_AREA_RANGES = ((0 ** 2, 1e5 ** 2), (0 ** 2, 32 ** 2), (32 ** 2, 96 ** 2)
 DEFAULT_AREA_LABELS = ("all", "small", "medium", "large")
 DEFAULT_MAX_DETS = (1, 10, 100)
 
+_SEGM_IMAGES_PER_UPDATE = 250   # evaluate_coco(iou_type='segm'): images per update
+
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
               "ARl")
 
@@ -636,12 +638,33 @@ def evaluate_coco(gt_dataset: dict, detections: Sequence[dict], *, iou_type: str
       dt_category_ids=np.array([d["category_id"] for d in detections], np.int64))
   state = coco_init(cats, **params)
   if iou_type == "segm":
-    gm = _rle.from_rles([a["segmentation"] for a in anns])
+    # Updates of a few hundred images each: decoded runs of every mask of a
+    # COCO-sized set at once would be GBs of temporaries (and slower).
     gt_area = np.array([a.get("area", np.nan) for a in anns], np.float64)
-    gt_area = np.where(np.isnan(gt_area), gm.area, gt_area)
-    state = coco_update_segm(state, gt_masks=gm, gt_areas=gt_area,
-                             dt_masks=_rle.from_rles([d["segmentation"] for d in detections]),
-                             **common)
+    g_order = np.argsort(common["gt_image_ids"], kind="stable")
+    d_order = np.argsort(common["dt_image_ids"], kind="stable")
+    g_sorted = common["gt_image_ids"][g_order]
+    d_sorted = common["dt_image_ids"][d_order]
+    imgs = np.unique(image_ids)
+    starts = list(range(0, imgs.size, _SEGM_IMAGES_PER_UPDATE)) or [0]
+    for k, lo in enumerate(starts):
+      batch = imgs[lo:lo + _SEGM_IMAGES_PER_UPDATE]
+      # Id ranges tile the integers, so an annotation of an unknown image
+      # lands in some update, which rejects it.
+      g0 = 0 if k == 0 else np.searchsorted(g_sorted, batch[0])
+      d0 = 0 if k == 0 else np.searchsorted(d_sorted, batch[0])
+      last = k == len(starts) - 1
+      g1 = g_sorted.size if last else np.searchsorted(g_sorted, imgs[starts[k + 1]])
+      d1 = d_sorted.size if last else np.searchsorted(d_sorted, imgs[starts[k + 1]])
+      gi, di = g_order[g0:g1], d_order[d0:d1]
+      gm = _rle.from_rles([anns[i]["segmentation"] for i in gi])
+      state = coco_update_segm(
+          state, image_ids=batch, gt_image_ids=common["gt_image_ids"][gi], gt_masks=gm,
+          gt_category_ids=common["gt_category_ids"][gi], gt_iscrowd=common["gt_iscrowd"][gi],
+          gt_areas=np.where(np.isnan(gt_area[gi]), gm.area, gt_area[gi]),
+          dt_image_ids=common["dt_image_ids"][di],
+          dt_masks=_rle.from_rles([detections[i]["segmentation"] for i in di]),
+          dt_scores=common["dt_scores"][di], dt_category_ids=common["dt_category_ids"][di])
     return coco_compute(state)
   gt_box = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
   gt_area = np.array([a["area"] if "area" in a else a["bbox"][2] * a["bbox"][3] for a in anns],

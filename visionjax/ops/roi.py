@@ -89,7 +89,9 @@ def _roi_align_flat(flat, boxes, level_hw, level_scale, level_base, output_size,
   Returns [R, PH, PW, C].
   """
   ph, pw = output_size
-  dtype = flat.dtype
+  # Coordinates and weights in at least float32 (bfloat16 would misplace
+  # samples on large maps); the contraction runs in the features' dtype.
+  dtype = jnp.promote_types(flat.dtype, jnp.float32)
   boxes = jax.lax.stop_gradient(boxes.astype(dtype))
   off = 0.5 if aligned else 0.0
   s = level_scale.astype(dtype)
@@ -115,10 +117,11 @@ def _roi_align_flat(flat, boxes, level_hw, level_scale, level_base, output_size,
            cols[:, None, :])                                   # [R, Sy, Sx]
   vals = flat[cells]                                           # [R, Sy, Sx, C]
   vals = vals.reshape(r, ph, yi.shape[-1], pw, xi.shape[-1], -1)
-  out = jnp.einsum("rpa,rqb,rpaqbc->rpqc", wy, wx, vals,
-                   precision=jax.lax.Precision.HIGHEST)
   count = jnp.maximum(gy * gx, 1).astype(dtype)
-  return out / count[:, None, None, None]
+  wy = (wy / count[:, None, None]).astype(flat.dtype)
+  out = jnp.einsum("rpa,rqb,rpaqbc->rpqc", wy, wx.astype(flat.dtype), vals,
+                   precision=jax.lax.Precision.HIGHEST)
+  return out
 
 
 def _check_inputs(fn, features, boxes, valid):
@@ -235,7 +238,7 @@ def multiscale_roi_align(features: Sequence, boxes, output_size: IntPair, *,
   boxes, valid = _check_inputs("multiscale_roi_align", features, boxes, valid)
   sizes = [f.shape[1:3] for f in features]
   grid = _grid_cap(sampling_ratio, max_sampling_ratio, sizes, output_size)
-  dtype = features[0].dtype
+  dtype = jnp.promote_types(features[0].dtype, jnp.float32)
   flat = jnp.concatenate([f.reshape(f.shape[0], -1, f.shape[-1]) for f in features], axis=1)
   hw = jnp.asarray(sizes, jnp.int32)
   base = jnp.asarray([0] + [h * w for h, w in sizes[:-1]], jnp.int32).cumsum()
