@@ -31,9 +31,10 @@ from visionjax.detection.multibox import (
                                          multibox_loss,
 )
 from visionjax.detection.postprocessing import Detections, batch_postprocess, postprocess
+from visionjax.detection.proposals import Proposals, fpn_anchors, generate_proposals
 
 __all__ = ["AnchorSpec", "default_boxes", "num_default_boxes", "paper_specs",
            "ssd300_default_boxes", "ssd300_specs", "ssd512_default_boxes", "ssd512_specs",
            "SSD_VARIANCES", "decode", "encode", "Match", "Targets", "match", "ssd_targets",
            "LossParts", "hard_negatives", "image_multibox_loss", "multibox_loss", "Detections",
-           "batch_postprocess", "postprocess"]
+           "batch_postprocess", "postprocess", "Proposals", "fpn_anchors", "generate_proposals"]
