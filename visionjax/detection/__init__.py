@@ -7,6 +7,7 @@
   postprocessing  score threshold, class-aware NMS, top-k, padded outputs
   evaluation      padded detections -> VOC (11-point, all-point) and COCO AP
   proposals       R-CNN: FPN anchors, RPN proposals (decode, top-k per level, NMS)
+  rcnn            R-CNN box-head post-processing (per-class decode, NMS), mask choice
 
 The SSD models live in `visionjax.models.ssd` (registry names
 'ssd300_vgg16', 'ssd512_vgg16', 'ssd300_resnet18', 'ssd_lite'); the training
