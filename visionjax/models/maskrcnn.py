@@ -176,26 +176,27 @@ class MaskRCNN(ZooModule):
     return x.reshape((b, r) + x.shape[1:])
 
 
-# Tiny widths, one block per stage, one anchor shape per cell. At the 32×32
-# smoke size there are 86 anchors: every one becomes a proposal (no top-k
-# cut, NMS off at IoU > 1)
+# Tiny widths, one block per stage, one anchor shape per cell. At the 48×48
+# smoke size (layer4 2×2, so train-mode BatchNorm sees 8 values per channel;
+# at 32×32 only 2, and one Adam step raised the loss) there are 194 anchors:
+# every one becomes a proposal (no top-k cut, NMS off at IoU > 1)
 # and gets a mask, so proposals move continuously with the parameters and the
 # shared one-step registry test sees a smooth loss. Both entries share it (one
 # compile); the basic block is covered by the ResNet entries.
 _SMOKE: Mapping[str, Any] = frozen(
     num_classes=3, stage_sizes=(1, 1, 1, 1), block="bottleneck", widths=(4, 8, 8, 16),
     stem_width=4, fpn_features=8, representation=16, mask_layers=(8,),
-    aspect_ratios=((1.0,),) * 5, pre_nms_top_n=1000, post_nms_top_n=86, rpn_nms_threshold=1.0,
-    mask_rois=86)
+    aspect_ratios=((1.0,),) * 5, pre_nms_top_n=1000, post_nms_top_n=194,
+    rpn_nms_threshold=1.0, mask_rois=194)
 
 REGISTRY: Dict[str, ModelSpec] = {
     "maskrcnn_r50_fpn": ModelSpec(
         functools.partial(MaskRCNN), "instance_segmentation", input_size=(800, 1088),
-        smoke=_SMOKE, smoke_size=(32, 32)),
+        smoke=_SMOKE, smoke_size=(48, 48)),
     # CPU-sized: ResNet-18 trunk, narrower FPN and heads, fewer RoIs.
     "maskrcnn_r18_fpn": ModelSpec(
         functools.partial(MaskRCNN, stage_sizes=resnet.DEPTHS["resnet18"][0], block="basic",
                           num_classes=11, representation=256, mask_layers=(128, 128),
                           fpn_features=128, post_nms_top_n=200, mask_rois=32),
-        "instance_segmentation", input_size=(256, 256), smoke=_SMOKE, smoke_size=(32, 32)),
+        "instance_segmentation", input_size=(256, 256), smoke=_SMOKE, smoke_size=(48, 48)),
 }
