@@ -53,6 +53,9 @@ def _loss(task, out, labels):
     ce = optax.softmax_cross_entropy_with_integer_labels(
         out["logits"], labels[0]).mean()
     return ce + jnp.abs(out["boxes"] - labels[1]).mean()
+  if task == "instance_segmentation":  # the differentiable outputs (not proposals, anchors)
+    return sum(jnp.mean(jnp.square(out[k])) for k in (
+        "objectness", "rpn_deltas", "class_logits", "box_deltas", "mask_logits"))
   # backbone (and any other dict output): pull every float output towards
   # zero — any differentiable target will do for "one step lowers it".
   return sum(jnp.mean(jnp.square(f)) for f in jax.tree_util.tree_leaves(out)

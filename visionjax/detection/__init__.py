@@ -6,6 +6,8 @@
   multibox        smooth-L1 + cross-entropy with 3:1 hard-negative mining
   postprocessing  score threshold, class-aware NMS, top-k, padded outputs
   evaluation      padded detections -> VOC (11-point, all-point) and COCO AP
+  proposals       R-CNN: FPN anchors, RPN proposals (decode, top-k per level, NMS)
+  rcnn            R-CNN box-head post-processing (per-class decode, NMS), mask choice
 
 The SSD models live in `visionjax.models.ssd` (registry names
 'ssd300_vgg16', 'ssd512_vgg16', 'ssd300_resnet18', 'ssd_lite'); the training
@@ -30,9 +32,10 @@ from visionjax.detection.multibox import (
                                          multibox_loss,
 )
 from visionjax.detection.postprocessing import Detections, batch_postprocess, postprocess
+from visionjax.detection.proposals import Proposals, fpn_anchors, generate_proposals
 
 __all__ = ["AnchorSpec", "default_boxes", "num_default_boxes", "paper_specs",
            "ssd300_default_boxes", "ssd300_specs", "ssd512_default_boxes", "ssd512_specs",
            "SSD_VARIANCES", "decode", "encode", "Match", "Targets", "match", "ssd_targets",
            "LossParts", "hard_negatives", "image_multibox_loss", "multibox_loss", "Detections",
-           "batch_postprocess", "postprocess"]
+           "batch_postprocess", "postprocess", "Proposals", "fpn_anchors", "generate_proposals"]

@@ -2,7 +2,7 @@
 
 Submodules: ``classification``, ``segmentation`` (each has a jit-safe
 ``confusion_matrix``; they differ in the ``ignore_index`` default), ``voc``
-(PASCAL VOC AP) and ``coco`` (COCOeval bbox protocol). Device-side functions
+(PASCAL VOC AP) and ``coco`` (COCOeval bbox and segm protocols). Device-side functions
 return sums/counts that merge by addition; scores are computed at the end.
 """
 from visionjax.metrics import classification, coco, segmentation, voc
@@ -18,6 +18,8 @@ from visionjax.metrics.coco import (
                                               coco_merge,
                                               coco_update,
                                               coco_update_batch,
+                                              coco_update_segm,
+                                              coco_update_segm_batch,
                                               evaluate_coco,
 )
 from visionjax.metrics.segmentation import segmentation_scores
@@ -25,5 +27,6 @@ from visionjax.metrics.voc import voc_ap, voc_compute, voc_init, voc_update, voc
 
 __all__ = ["classification", "coco", "segmentation", "voc", "accuracy", "precision_recall_f1",
            "top_k_accuracy", "top_k_correct", "coco_compute", "coco_init", "coco_merge",
-           "coco_update", "coco_update_batch", "evaluate_coco", "segmentation_scores", "voc_ap",
+           "coco_update", "coco_update_batch", "coco_update_segm", "coco_update_segm_batch",
+           "evaluate_coco", "segmentation_scores", "voc_ap",
            "voc_compute", "voc_init", "voc_update", "voc_update_batch"]

@@ -1,4 +1,4 @@
-"""COCO bounding-box evaluation (the ``COCOeval`` 'bbox' protocol), vectorised.
+"""COCO box and mask evaluation (``COCOeval``'s 'bbox' and 'segm'), vectorised.
 
 Produces the same ``precision`` [T, R, K, A, M], ``recall`` [T, K, A, M] and
 12 summary ``stats`` as ``pycocotools.cocoeval.COCOeval`` (pycocotools is a
@@ -14,6 +14,13 @@ Streaming use in an eval loop::
     state = coco_update_batch(state, image_ids=..., gt_boxes=..., ...)
   result = coco_compute(state)            # dict: 'stats', 'AP', 'AP50', ...
 
+Masks: :func:`coco_update_segm` / :func:`coco_update_segm_batch` (bitmaps or
+RLE), or ``evaluate_coco(..., iou_type='segm')``. The two protocols differ
+only in the IoU (``_pairwise_iou`` for boxes, ``_rle.pair_iou`` for masks)
+and in the detection area used for the area ranges (box w·h, or mask pixel
+count as pycocotools' ``loadRes`` sets it); matching and accumulation are
+shared.
+
 Every image's ground truth and detections must arrive in one update (matching
 is per image); images may come in any order and any batch size. States of
 different hosts merge with :func:`coco_merge`.
@@ -28,7 +35,8 @@ Protocol (what pycocotools does, reproduced exactly):
   input order) and truncated to ``max_dets[-1]`` — the cap is per image *per
   category*, as in pycocotools. IoU as ``maskUtils.iou`` for boxes (xywh,
   float64, no +1), with crowd ground truth using the detection's area as the
-  union.
+  union; for masks as ``maskUtils.iou``: pixel intersection over union (over
+  the detection's pixel count for crowd), 0 when they do not intersect.
 * Ground truth is ignored for an area range if ``iscrowd`` or its ``area``
   (the annotation field, not the box area) lies outside [lo, hi]
   (inclusive). Greedy matching per IoU threshold t (clamped to 1 - 1e-10): a
@@ -58,6 +66,10 @@ Known, documented differences from pycocotools (none for valid COCO data):
   here only ``iscrowd`` exists (same result).
 * pycocotools' ``loadRes`` refuses an empty result list; here no detections is
   valid and gives AP 0 for categories with ground truth.
+* segm: a detection mask whose size differs from a ground-truth mask of its
+  image raises ValueError (pycocotools sets that IoU to -1); polygon
+  segmentations are not rasterized here (``evaluate_coco`` raises; convert
+  them with ``pycocotools.mask.frPyObjects``).
 """
 from __future__ import annotations
 
@@ -65,6 +77,8 @@ import dataclasses
 from typing import Optional, Sequence
 
 import numpy as np
+
+from visionjax.metrics import _rle
 
 DEFAULT_IOU_THRESHOLDS = np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1,
                                      endpoint=True)
@@ -74,6 +88,8 @@ DEFAULT_AREA_RANGES = ((0 ** 2, 1e5 ** 2), (0 ** 2, 32 ** 2), (32 ** 2, 96 ** 2)
                        (96 ** 2, 1e5 ** 2))
 DEFAULT_AREA_LABELS = ("all", "small", "medium", "large")
 DEFAULT_MAX_DETS = (1, 10, 100)
+
+_SEGM_IMAGES_PER_UPDATE = 250   # evaluate_coco(iou_type='segm'): images per update
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
               "ARl")
@@ -197,18 +213,27 @@ def coco_update(state: CocoState, *, gt_image_ids, gt_boxes, gt_category_ids, dt
       exactly one update.
     box_format: 'xywh' (COCO) or 'xyxy' for both gt_boxes and dt_boxes.
   """
-  p = state.params
   gt_img = _as(gt_image_ids, np.int64, (), "gt_image_ids")
-  g = gt_img.shape[0]
-  gt_box = _to_xywh(_as(gt_boxes, np.float64, (4,), "gt_boxes", g), box_format)
+  dt_img = _as(dt_image_ids, np.int64, (), "dt_image_ids")
+  gt_box = _to_xywh(_as(gt_boxes, np.float64, (4,), "gt_boxes", gt_img.size), box_format)
+  dt_box = _to_xywh(_as(dt_boxes, np.float64, (4,), "dt_boxes", dt_img.size), box_format)
+  return _update(state, image_ids, gt_img, gt_category_ids, gt_iscrowd,
+                 gt_box[:, 2] * gt_box[:, 3] if gt_areas is None else gt_areas, dt_img,
+                 dt_scores, dt_category_ids, dt_box[:, 2] * dt_box[:, 3],
+                 lambda d, g, crowd: _pairwise_iou(dt_box[d], gt_box[g], crowd))
+
+
+def _update(state, image_ids, gt_img, gt_category_ids, gt_iscrowd, gt_areas, dt_img, dt_scores,
+            dt_category_ids, dt_area, iou_fn) -> CocoState:
+  """Shared by the bbox and segm updates: checks the per-annotation arrays and
+  matches. ``iou_fn(d, g, crowd)`` gives the IoU of detections ``d`` with
+  ground truths ``g`` (indices into the inputs) given g's crowd flags."""
+  p = state.params
+  g, d = gt_img.shape[0], dt_img.shape[0]
   gt_cat = _as(gt_category_ids, np.int64, (), "gt_category_ids", g)
-  gt_area = (gt_box[:, 2] * gt_box[:, 3] if gt_areas is None
-             else _as(gt_areas, np.float64, (), "gt_areas", g))
+  gt_area = _as(gt_areas, np.float64, (), "gt_areas", g)
   crowd = (np.zeros(g, bool) if gt_iscrowd is None
            else _as(gt_iscrowd, np.int64, (), "gt_iscrowd", g) != 0)
-  dt_img = _as(dt_image_ids, np.int64, (), "dt_image_ids")
-  d = dt_img.shape[0]
-  dt_box = _to_xywh(_as(dt_boxes, np.float64, (4,), "dt_boxes", d), box_format)
   dt_score = _as(dt_scores, np.float64, (), "dt_scores", d)
   dt_cat = _as(dt_category_ids, np.int64, (), "dt_category_ids", d)
   if image_ids is None:
@@ -220,8 +245,8 @@ def coco_update(state: CocoState, *, gt_image_ids, gt_boxes, gt_category_ids, dt
       if missing.size:
         raise ValueError(f"{name} contains {missing[:5].tolist()} not in image_ids of this "
                          "update")
-  chunk = _match(p, imgs, gt_img, gt_box, gt_cat, gt_area, crowd, dt_img, dt_box, dt_score,
-                 dt_cat)
+  chunk = _match(p, imgs, gt_img, gt_cat, gt_area, crowd, dt_img, dt_score, dt_cat,
+                 np.asarray(dt_area, np.float64), iou_fn)
   return CocoState(p, state.chunks + (chunk,))
 
 
@@ -237,6 +262,17 @@ def coco_update_batch(state: CocoState, *, image_ids, gt_boxes, gt_classes, gt_v
   ``class_to_category`` [num_classes] maps contiguous class indices to
   category ids (default: identity). JAX arrays are pulled to host.
   """
+  f = _flatten_batch(image_ids, gt_valid, dt_valid, gt_classes, dt_classes, gt_iscrowd,
+                     gt_areas, class_to_category)
+  gv, dv = f.pop("gt_valid"), f.pop("dt_valid")
+  return coco_update(state, gt_boxes=np.asarray(gt_boxes, np.float64)[gv],
+                     dt_boxes=np.asarray(dt_boxes, np.float64)[dv],
+                     dt_scores=np.asarray(dt_scores, np.float64)[dv], box_format=box_format, **f)
+
+
+def _flatten_batch(image_ids, gt_valid, dt_valid, gt_classes, dt_classes, gt_iscrowd, gt_areas,
+                   class_to_category):
+  """Per-annotation arrays (keyword arguments of the updates) from padded ones."""
   image_ids = np.asarray(image_ids, np.int64)
   b = image_ids.shape[0]
   gv = np.asarray(gt_valid, bool)
@@ -250,16 +286,61 @@ def coco_update_batch(state: CocoState, *, image_ids, gt_boxes, gt_classes, gt_v
     x = np.asarray(x, np.int64)[valid]
     return x if mapping is None else mapping[x]
 
-  gt_img = np.broadcast_to(image_ids[:, None], gv.shape)[gv]
-  dt_img = np.broadcast_to(image_ids[:, None], dv.shape)[dv]
-  return coco_update(
-      state, image_ids=image_ids, gt_image_ids=gt_img,
-      gt_boxes=np.asarray(gt_boxes, np.float64)[gv], gt_category_ids=cats(gt_classes, gv),
+  return dict(
+      gt_valid=gv, dt_valid=dv, image_ids=image_ids,
+      gt_image_ids=np.broadcast_to(image_ids[:, None], gv.shape)[gv],
+      dt_image_ids=np.broadcast_to(image_ids[:, None], dv.shape)[dv],
+      gt_category_ids=cats(gt_classes, gv), dt_category_ids=cats(dt_classes, dv),
       gt_areas=None if gt_areas is None else np.asarray(gt_areas, np.float64)[gv],
-      gt_iscrowd=None if gt_iscrowd is None else np.asarray(gt_iscrowd)[gv],
-      dt_image_ids=dt_img, dt_boxes=np.asarray(dt_boxes, np.float64)[dv],
-      dt_scores=np.asarray(dt_scores, np.float64)[dv], dt_category_ids=cats(dt_classes, dv),
-      box_format=box_format)
+      gt_iscrowd=None if gt_iscrowd is None else np.asarray(gt_iscrowd)[gv])
+
+
+def coco_update_segm(state: CocoState, *, gt_image_ids, gt_masks, gt_category_ids, dt_image_ids,
+                     dt_masks, dt_scores, dt_category_ids, gt_areas=None, gt_iscrowd=None,
+                     image_ids=None) -> CocoState:
+  """:func:`coco_update` for instance masks (``COCOeval(iouType='segm')``).
+
+  Masks: an array [N, H, W] (nonzero = foreground), a list of 2-D arrays
+  (images may differ in size), or a list of COCO RLE dicts (``'size'`` and
+  compressed or uncompressed ``'counts'``). Ground truth G, detections D.
+  IoU as pycocotools' ``maskUtils.iou``; a detection's area (for the area
+  ranges) is its pixel count, as ``loadRes`` sets it. ``gt_areas`` default:
+  the masks' pixel counts (COCO files carry their own ``area``, which is
+  what pycocotools uses). A detection and a ground truth of one image must
+  have the same mask size (ValueError otherwise; pycocotools gives IoU -1).
+  """
+  gt_img = _as(gt_image_ids, np.int64, (), "gt_image_ids")
+  dt_img = _as(dt_image_ids, np.int64, (), "dt_image_ids")
+  gm = _rle.from_any(gt_masks, "gt_masks")
+  dm = _rle.from_any(dt_masks, "dt_masks")
+  for name, m, n in (("gt_masks", gm, gt_img.size), ("dt_masks", dm, dt_img.size)):
+    if len(m) != n:
+      raise ValueError(f"{name} has {len(m)} masks; expected {n} to match the image ids")
+  return _update(state, image_ids, gt_img, gt_category_ids, gt_iscrowd,
+                 gm.area if gt_areas is None else gt_areas, dt_img, dt_scores, dt_category_ids,
+                 dm.area, lambda d, g, crowd: _rle.pair_iou(dm, gm, d, g, crowd))
+
+
+def coco_update_segm_batch(state: CocoState, *, image_ids, gt_masks, gt_classes, gt_valid,
+                           dt_masks, dt_scores, dt_classes, dt_valid, gt_iscrowd=None,
+                           gt_areas=None, class_to_category=None) -> CocoState:
+  """:func:`coco_update_segm` from padded per-image arrays (e.g. model outputs).
+
+  Shapes as :func:`coco_update_batch`, with masks instead of boxes:
+  ``gt_masks`` [B, G, H, W] and ``dt_masks`` [B, N, H, W], nonzero =
+  foreground (threshold probabilities first, e.g. ``> 0.5``). All images of
+  the batch share H×W; pixels outside an image's content should be 0.
+  """
+  f = _flatten_batch(image_ids, gt_valid, dt_valid, gt_classes, dt_classes, gt_iscrowd,
+                     gt_areas, class_to_category)
+  gv, dv = f.pop("gt_valid"), f.pop("dt_valid")
+  gm, dm = np.asarray(gt_masks), np.asarray(dt_masks)
+  if gm.shape[:2] != gv.shape or dm.shape[:2] != dv.shape or gm.ndim != 4 or dm.ndim != 4:
+    raise ValueError(f"gt_masks/dt_masks have shapes {gm.shape}/{dm.shape}; expected "
+                     f"[B, G, H, W] and [B, N, H, W] with [B, G] = {gv.shape}, "
+                     f"[B, N] = {dv.shape}")
+  return coco_update_segm(state, gt_masks=gm[gv], dt_masks=dm[dv],
+                          dt_scores=np.asarray(dt_scores, np.float64)[dv], **f)
 
 
 def _group_starts(sorted_keys, keys):
@@ -288,9 +369,14 @@ def _pairwise_iou(dbox, gbox, crowd):
     return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
 
 
-def _match(p: CocoParams, imgs, gt_img, gt_box, gt_cat, gt_area, crowd, dt_img, dt_box,
-           dt_score, dt_cat) -> _Chunk:
-  """Greedy COCO matching for every (image, category) of one update at once."""
+def _match(p: CocoParams, imgs, gt_img, gt_cat, gt_area, crowd, dt_img, dt_score, dt_cat,
+           dt_area, iou_fn) -> _Chunk:
+  """Greedy COCO matching for every (image, category) of one update at once.
+
+  ``dt_area`` [D]: the detection areas for the area ranges (box w·h or mask
+  pixels); ``iou_fn(d, g, crowd)``: IoU of detection/ground-truth pairs,
+  by index into this update's inputs (``gt_src``/``dt_src`` keep track).
+  """
   k = p.category_ids.size
   t_n, a_n = p.iou_thresholds.size, p.area_ranges.shape[0]
   max_det = p.max_dets[-1]
@@ -299,9 +385,11 @@ def _match(p: CocoParams, imgs, gt_img, gt_box, gt_cat, gt_area, crowd, dt_img, 
   gkeep = (gcat < k) & (p.category_ids[np.minimum(gcat, k - 1)] == gt_cat)
   dcat = np.searchsorted(p.category_ids, dt_cat)
   dkeep = (dcat < k) & (p.category_ids[np.minimum(dcat, k - 1)] == dt_cat)
-  gt_img, gt_box, gcat, gt_area, crowd = (x[gkeep] for x in (gt_img, gt_box, gcat, gt_area,
+  gt_src, dt_src = np.arange(gt_img.size), np.arange(dt_img.size)
+  gt_img, gt_src, gcat, gt_area, crowd = (x[gkeep] for x in (gt_img, gt_src, gcat, gt_area,
                                                              crowd))
-  dt_img, dt_box, dt_score, dcat = (x[dkeep] for x in (dt_img, dt_box, dt_score, dcat))
+  dt_img, dt_src, dt_area, dt_score, dcat = (x[dkeep] for x in (dt_img, dt_src, dt_area,
+                                                                dt_score, dcat))
 
   # Group key (image, category); images dense within this update.
   ggroup = np.searchsorted(imgs, gt_img) * k + gcat
@@ -309,24 +397,23 @@ def _match(p: CocoParams, imgs, gt_img, gt_box, gt_cat, gt_area, crowd, dt_img, 
 
   # Ground truth in annotation order inside each group (stable sort).
   gorder = np.argsort(ggroup, kind="stable")
-  ggroup, gt_box, gt_area, crowd = ggroup[gorder], gt_box[gorder], gt_area[gorder], crowd[gorder]
+  ggroup, gt_src, gt_area, crowd = ggroup[gorder], gt_src[gorder], gt_area[gorder], crowd[gorder]
   gcat = gcat[gorder]
 
   # Detections by group, then score descending, ties in input order; keep the
   # first max_dets[-1] per group.
   dorder = np.lexsort((np.arange(dgroup.size), -dt_score, dgroup))
-  dgroup, dt_box, dt_score, dcat, dt_img = (x[dorder] for x in (dgroup, dt_box, dt_score,
-                                                                dcat, dt_img))
+  dgroup, dt_src, dt_area, dt_score, dcat, dt_img = (x[dorder] for x in (
+      dgroup, dt_src, dt_area, dt_score, dcat, dt_img))
   first = np.searchsorted(dgroup, dgroup, side="left")
   rank = np.arange(dgroup.size) - first
   keep = rank < max_det
-  dgroup, dt_box, dt_score, dcat, dt_img, rank = (x[keep] for x in (dgroup, dt_box, dt_score,
-                                                                    dcat, dt_img, rank))
+  dgroup, dt_src, dt_area, dt_score, dcat, dt_img, rank = (x[keep] for x in (
+      dgroup, dt_src, dt_area, dt_score, dcat, dt_img, rank))
   n_dt = dgroup.size
 
   lo, hi = p.area_ranges[:, 0], p.area_ranges[:, 1]
   gt_ignored = crowd[:, None] | (gt_area[:, None] < lo) | (gt_area[:, None] > hi)   # [G, A]
-  dt_area = dt_box[:, 2] * dt_box[:, 3]
   dt_outside = (dt_area[:, None] < lo) | (dt_area[:, None] > hi)                     # [D, A]
 
   npig = np.zeros((k, a_n), np.int64)
@@ -345,7 +432,7 @@ def _match(p: CocoParams, imgs, gt_img, gt_box, gt_cat, gt_area, crowd, dt_img, 
     pair_dt = np.repeat(by_rank, counts)
     offs = np.arange(pair_dt.size) - np.repeat(np.cumsum(counts) - counts, counts)
     pair_gt = gstart[pair_dt] + offs
-    pair_iou = _pairwise_iou(dt_box[pair_dt], gt_box[pair_gt], crowd[pair_gt])
+    pair_iou = iou_fn(dt_src[pair_dt], gt_src[pair_gt], crowd[pair_gt])
     pair_rank = rank[pair_dt]
     thr = np.minimum(p.iou_thresholds, 1 - 1e-10)
     gt_taken = np.zeros((ggroup.size, t_n, a_n), bool)
@@ -519,33 +606,69 @@ def coco_compute(state: CocoState) -> dict:
   return out
 
 
-def evaluate_coco(gt_dataset: dict, detections: Sequence[dict], **params) -> dict:
+def evaluate_coco(gt_dataset: dict, detections: Sequence[dict], *, iou_type: str = "bbox",
+                  **params) -> dict:
   """One-shot evaluation from COCO-format Python objects.
 
   Args:
     gt_dataset: a COCO ground-truth dict with 'images', 'annotations'
-      ('image_id', 'category_id', 'bbox' xywh, optional 'area', 'iscrowd')
-      and 'categories'.
-    detections: COCO results: dicts with 'image_id', 'category_id', 'bbox'
-      (xywh) and 'score'. Every image_id must be in gt_dataset['images'].
+      ('image_id', 'category_id', 'bbox' xywh or, for 'segm', 'segmentation'
+      as an RLE dict; optional 'area', 'iscrowd') and 'categories'.
+    detections: COCO results: dicts with 'image_id', 'category_id', 'score'
+      and 'bbox' (xywh) or 'segmentation' (RLE). Every image_id must be in
+      gt_dataset['images'].
+    iou_type: 'bbox' or 'segm' (as ``COCOeval``'s ``iouType``). Polygon
+      segmentations are not rasterized here (ValueError): convert them with
+      ``pycocotools.mask.frPyObjects`` first.
     **params: forwarded to :func:`coco_init`.
 
   Returns: :func:`coco_compute`'s dict.
   """
+  if iou_type not in ("bbox", "segm"):
+    raise ValueError(f"iou_type={iou_type!r}; expected 'bbox' or 'segm'")
   anns = gt_dataset.get("annotations", [])
   image_ids = np.array([im["id"] for im in gt_dataset["images"]], np.int64)
   cats = [c["id"] for c in gt_dataset["categories"]]
+  common = dict(
+      image_ids=image_ids, gt_image_ids=np.array([a["image_id"] for a in anns], np.int64),
+      gt_category_ids=np.array([a["category_id"] for a in anns], np.int64),
+      gt_iscrowd=np.array([a.get("iscrowd", 0) for a in anns], np.int64),
+      dt_image_ids=np.array([d["image_id"] for d in detections], np.int64),
+      dt_scores=np.array([d["score"] for d in detections], np.float64),
+      dt_category_ids=np.array([d["category_id"] for d in detections], np.int64))
+  state = coco_init(cats, **params)
+  if iou_type == "segm":
+    # Updates of a few hundred images each: decoded runs of every mask of a
+    # COCO-sized set at once would be GBs of temporaries (and slower).
+    gt_area = np.array([a.get("area", np.nan) for a in anns], np.float64)
+    g_order = np.argsort(common["gt_image_ids"], kind="stable")
+    d_order = np.argsort(common["dt_image_ids"], kind="stable")
+    g_sorted = common["gt_image_ids"][g_order]
+    d_sorted = common["dt_image_ids"][d_order]
+    imgs = np.unique(image_ids)
+    starts = list(range(0, imgs.size, _SEGM_IMAGES_PER_UPDATE)) or [0]
+    for k, lo in enumerate(starts):
+      batch = imgs[lo:lo + _SEGM_IMAGES_PER_UPDATE]
+      # Id ranges tile the integers, so an annotation of an unknown image
+      # lands in some update, which rejects it.
+      g0 = 0 if k == 0 else np.searchsorted(g_sorted, batch[0])
+      d0 = 0 if k == 0 else np.searchsorted(d_sorted, batch[0])
+      last = k == len(starts) - 1
+      g1 = g_sorted.size if last else np.searchsorted(g_sorted, imgs[starts[k + 1]])
+      d1 = d_sorted.size if last else np.searchsorted(d_sorted, imgs[starts[k + 1]])
+      gi, di = g_order[g0:g1], d_order[d0:d1]
+      gm = _rle.from_rles([anns[i]["segmentation"] for i in gi])
+      state = coco_update_segm(
+          state, image_ids=batch, gt_image_ids=common["gt_image_ids"][gi], gt_masks=gm,
+          gt_category_ids=common["gt_category_ids"][gi], gt_iscrowd=common["gt_iscrowd"][gi],
+          gt_areas=np.where(np.isnan(gt_area[gi]), gm.area, gt_area[gi]),
+          dt_image_ids=common["dt_image_ids"][di],
+          dt_masks=_rle.from_rles([detections[i]["segmentation"] for i in di]),
+          dt_scores=common["dt_scores"][di], dt_category_ids=common["dt_category_ids"][di])
+    return coco_compute(state)
   gt_box = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
   gt_area = np.array([a["area"] if "area" in a else a["bbox"][2] * a["bbox"][3] for a in anns],
                      np.float64)
   dt_box = np.array([d["bbox"] for d in detections], np.float64).reshape(-1, 4)
-  state = coco_init(cats, **params)
-  state = coco_update(
-      state, image_ids=image_ids,
-      gt_image_ids=np.array([a["image_id"] for a in anns], np.int64),
-      gt_boxes=gt_box, gt_category_ids=np.array([a["category_id"] for a in anns], np.int64),
-      gt_areas=gt_area, gt_iscrowd=np.array([a.get("iscrowd", 0) for a in anns], np.int64),
-      dt_image_ids=np.array([d["image_id"] for d in detections], np.int64), dt_boxes=dt_box,
-      dt_scores=np.array([d["score"] for d in detections], np.float64),
-      dt_category_ids=np.array([d["category_id"] for d in detections], np.int64))
+  state = coco_update(state, gt_boxes=gt_box, gt_areas=gt_area, dt_boxes=dt_box, **common)
   return coco_compute(state)

@@ -9,6 +9,7 @@
 Images are [B, H, W, C] floats. Classifiers return logits [B, num_classes];
 segmenters logits [B, H, W, num_classes] at the input resolution;
 localizers {'logits': [B, K], 'boxes': [B, 4]} (sigmoid cx, cy, w, h);
+Mask R-CNN a dict of RPN, box and mask outputs (`visionjax.models.maskrcnn`);
 backbones a dict of named feature maps (strides in `.feature_strides`).
 
 The registry is one read-only mapping assembled from each model file's own
@@ -28,6 +29,7 @@ from visionjax.models import (
   efficientnet,
   fcn,
   localizer,
+  maskrcnn,
   resnet,
   segnet,
   ssd,
@@ -59,7 +61,7 @@ def _merge(*registries: Mapping[str, ModelSpec]) -> Mapping[str, ModelSpec]:
 REGISTRY: Mapping[str, ModelSpec] = _merge(
     cnn.REGISTRY, vgg.REGISTRY, resnet.REGISTRY, efficientnet.REGISTRY,
     backbones.REGISTRY, localizer.REGISTRY, fcn.REGISTRY, unet.REGISTRY,
-    segnet.REGISTRY, deeplab.REGISTRY, ssd.REGISTRY)
+    segnet.REGISTRY, deeplab.REGISTRY, ssd.REGISTRY, maskrcnn.REGISTRY)
 
 MODEL_TASKS: Mapping[str, str] = types.MappingProxyType(
     {name: spec.task for name, spec in REGISTRY.items()})
