@@ -49,7 +49,7 @@ def test_dispatch_usage_and_unknown_command(capsys):
   with pytest.raises(SystemExit) as e:
     cli.main(["visionjax", "trian"])
   assert str(e.value.code).startswith("error: unknown command 'trian'; expected one of "
-                                      "['train', 'evaluate', 'predict', 'export']")
+                                      "['train', 'evaluate', 'predict', 'export', 'baselines']")
 
 
 def test_train_by_config_name_then_export_outside_the_checkout(tiny_data_dir, tmp_path):

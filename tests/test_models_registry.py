@@ -153,6 +153,8 @@ def test_every_model_trains_one_step_under_jit(name):
   elif task == "segmentation":
     assert out.shape == (batch, *size, num_classes)
     assert out.dtype == jnp.float32
+  elif task == "denoising":  # an image out: out_channels (3) per pixel
+    assert out.shape == (batch, *size, 3) and out.dtype == jnp.float32
   elif task == "localization":
     assert out["logits"].shape == (batch, num_classes)
     assert out["boxes"].shape == (batch, 4)

@@ -66,15 +66,26 @@ def _detection(rng):
   return batch, outputs, example
 
 
+def _denoising(rng):
+  clean = rng.uniform(0, 1, (B, H, W, 3)).astype(np.float32)
+  batch = {"clean": clean, "noisy": np.clip(clean + rng.normal(0, 0.2, clean.shape), 0, 1
+                                            ).astype(np.float32)}
+  outputs = np.clip(clean + rng.normal(0, 0.05, clean.shape), 0, 1).astype(np.float32)
+  return batch, outputs, {}
+
+
 # The class-id field each task checks on host, and an element of it that is
-# real (not padding, not a padded box).
+# real (not padding, not a padded box); None: the task has no class ids.
 CLASS_IDS = {"classification": ("label", (1,)), "segmentation": ("mask", (1, 3, 5)),
-             "localization": ("label", (2,)), "detection": ("box_labels", (2, 1))}
+             "localization": ("label", (2,)), "detection": ("box_labels", (2, 1)),
+             "denoising": None}
 
 CASES = {"classification": (_classification, {}),
          "segmentation": (_segmentation, {"dice_weight": 0.5, "foreground_weight": 2.0}),
          "localization": (_localization, {}),
-         "detection": (_detection, {"max_boxes": 3, "score_threshold": 0.0})}
+         "detection": (_detection, {"max_boxes": 3, "score_threshold": 0.0}),
+         "denoising": (_denoising, {"l1_weight": 1.0, "l2_weight": 0.5, "ssim_weight": 0.3,
+                                    "ssim_sigma": 0.5})}  # a 5-tap window: 8x8 images
 
 
 def test_every_registered_task_has_a_case():
@@ -125,8 +136,8 @@ def test_task_contract(name, tmp_path):
   # copy): class ids outside [0, K) ∪ {ignore} are refused naming the field,
   # the element, the value and the range; padding and ignored values are not.
   task.check_values(batch)
-  ids, where = CLASS_IDS[name]
-  for bad_value in (K, -1):
+  ids, where = CLASS_IDS[name] or (None, None)
+  for bad_value in ((K, -1) if ids else ()):
     bad = {**batch, ids: batch[ids].copy()}
     bad[ids][where] = bad_value
     index = re.escape(str(list(where)))
@@ -142,11 +153,11 @@ def test_task_contract(name, tmp_path):
     unused = {**batch, "box_labels": batch["box_labels"].copy()}
     unused["box_labels"][0, 2] = 99
     task.check_values(unused)
-  boxes = {"localization": "box", "detection": "boxes"}.get(name)
-  if boxes:
-    nan = {**batch, boxes: batch[boxes].copy()}
-    nan[boxes][(0,) * (nan[boxes].ndim - 1) + (2,)] = np.nan
-    with pytest.raises(ValueError, match=rf"batch\['{boxes}'\]\[0, .*2\] = nan; "
+  floats = {"localization": "box", "detection": "boxes", "denoising": "clean"}.get(name)
+  if floats:
+    nan = {**batch, floats: batch[floats].copy()}
+    nan[floats][(0,) * (nan[floats].ndim - 1) + (2,)] = np.nan
+    with pytest.raises(ValueError, match=rf"batch\['{floats}'\]\[0, .*2\] = nan; "
                                          "expected finite values"):
       task.check_values(nan)
 

@@ -1,9 +1,10 @@
-"""The installed command: ``visionjax train | evaluate | predict | export``.
+"""The installed command: ``visionjax train | evaluate | predict | export | baselines``.
 
     visionjax train --config=unet_scenes --workdir=runs/unet
     visionjax evaluate --workdir=runs/unet --checkpoint=best
     visionjax predict --workdir=runs/unet --images='photos/*.jpg' --out=preds/
     visionjax export --workdir=runs/unet --format=saved_model --out=exported/
+    visionjax baselines --unet_workdir=runs/unet
 
 (also ``python -m visionjax ...``; ``experiments/*.py`` are the same commands
 run from a source checkout). ``visionjax <command> --help`` lists a command's
@@ -21,6 +22,7 @@ COMMANDS = {
     "evaluate": "evaluate a run's checkpoint without training",
     "predict": "run a trained model on your own images (JSON + overlays)",
     "export": "export a run's model (StableHLO, TF SavedModel or ONNX)",
+    "baselines": "score the classical segmentation baselines (and a U-Net run) on the scenes",
 }
 
 

@@ -34,7 +34,9 @@ Guarantees:
   ``image_size``.
 
 The task argument is any `visionjax.tasks.base.Task`: the pipeline calls its
-``targets(example)`` in the tf.data map and reads its ``dense`` flag.
+``corrupt(seed, example)`` (the model's input: the identity except for
+denoising) and ``targets(example)`` in the tf.data map and reads its
+``dense`` flag.
 """
 from __future__ import annotations
 
@@ -238,7 +240,7 @@ def _preprocess_fn(data: Data, task: Any, train: bool) -> Callable[[tf.Tensor, d
   fit = _fit_fn(data, task, augment.output_size)
 
   def fn(seed: tf.Tensor, ex: dict) -> dict:
-    ex = fit(augment(seed, ex))
+    ex = task.corrupt(seed, fit(augment(seed, ex)))
     return {"image": (tf.cast(ex["image"], tf.float32) - mean) / std, **task.targets(ex)}
 
   return fn

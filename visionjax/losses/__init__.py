@@ -27,10 +27,11 @@ from visionjax.losses.classification import (
                                     softmax_focal_loss,
 )
 from visionjax.losses.dense import soft_dice_loss, soft_jaccard_loss, tversky_loss
+from visionjax.losses.image import l1_loss, l2_loss, ssim_loss
 from visionjax.losses.reduction import REDUCTIONS, checked, unchecked
 
 __all__ = ["REDUCTIONS", "checked", "classification_localization_loss", "giou_loss", "huber_loss",
            "smooth_l1_loss", "sigmoid_binary_cross_entropy", "sigmoid_focal_loss",
            "softmax_cross_entropy", "softmax_focal_loss", "soft_dice_loss", "soft_jaccard_loss",
            "unchecked",
-           "tversky_loss"]
+           "tversky_loss", "l1_loss", "l2_loss", "ssim_loss"]

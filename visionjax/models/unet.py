@@ -222,6 +222,15 @@ def _with_encoder(encoder: str, features: Sequence[int],
                    encoder_kwargs=SMOKE_ENCODER[encoder]))
 
 
+def denoiser(num_classes: int | None = None, *, out_channels: int = 3, **kwargs) -> UNet:
+  """A U-Net that outputs an image: ``out_channels`` values per pixel (the
+  clean image, [0, 1] scale, for the denoising task) instead of class logits.
+  ``num_classes`` (the class count of the dataset's labels, which the spine
+  passes to every model) is ignored."""
+  del num_classes
+  return UNet(num_classes=out_channels, **kwargs)
+
+
 REGISTRY: dict[str, ModelSpec] = {
     "unet": ModelSpec(functools.partial(UNet), "segmentation",
                       input_size=(256, 256), smoke=_SMALL),
@@ -241,4 +250,7 @@ REGISTRY: dict[str, ModelSpec] = {
     "unet_bilinear": ModelSpec(
         functools.partial(UNet, upsample="bilinear"), "segmentation",
         input_size=(256, 256), smoke=_SMALL),
+    "unet_denoise": ModelSpec(
+        functools.partial(denoiser, features=(16, 32, 64)), "denoising",
+        input_size=(32, 32), smoke=frozen(features=(4, 8))),
 }

@@ -14,17 +14,18 @@ from typing import Any, Mapping
 
 from visionjax.tasks.base import Task
 from visionjax.tasks.classification import ClassificationTask
+from visionjax.tasks.denoising import DenoisingTask
 from visionjax.tasks.detection import DetectionTask
 from visionjax.tasks.localization import LocalizationTask
 from visionjax.tasks.segmentation import SegmentationTask
 
 REGISTRY: Mapping[str, type[Task]] = types.MappingProxyType({
     cls.name: cls for cls in (ClassificationTask, SegmentationTask, LocalizationTask,
-                              DetectionTask)})
+                              DetectionTask, DenoisingTask)})
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 __all__ = ["Task", "REGISTRY", "NAMES", "create", "ClassificationTask", "SegmentationTask",
-           "LocalizationTask", "DetectionTask"]
+           "LocalizationTask", "DetectionTask", "DenoisingTask"]
 
 
 def create(name: str, num_classes: int, **kwargs: Any) -> Task:

@@ -16,7 +16,9 @@ them into ``eval_update``'s state, and ``summarize(sums, state)`` reads it.
 
 Where each method runs:
 
-  in tf.data (graph mode)  targets(example) -> batch fields besides 'image'
+  in tf.data (graph mode)  corrupt(seed, example) -> the example the model sees
+                           (identity; denoising adds its noise here)
+                           targets(example) -> batch fields besides 'image'
   on host, per batch       check_values(batch)  (NumPy, before the device copy)
   at trace time            validate(batch, channels)
   inside jit               loss, train_sums, eval_sums, eval_examples, postprocess,
@@ -143,6 +145,15 @@ class Task(abc.ABC):
   num_classes: int
 
   # ------------------------------------------------------------ input side
+  def corrupt(self, seed: Any, example: dict) -> dict:
+    """Canonical example (TF tensors, after augmentation and fitting) -> the
+    example whose ``image`` the model sees, in training *and* evaluation
+    (augmentations run in training only). ``seed``: int64 [2], the
+    example's stateless seed in training, zeros in evaluation. The
+    identity, except for tasks that make their own inputs (denoising)."""
+    del seed
+    return example
+
   @abc.abstractmethod
   def targets(self, example: dict) -> dict:
     """Canonical example (TF tensors, after augmentation) -> target fields."""

@@ -1,4 +1,4 @@
-"""Prediction pictures: segmentation rows and classification grids.
+"""Prediction pictures: segmentation rows, classification grids, denoising triptychs.
 
 Each ``*_figure`` function returns a `matplotlib.figure.Figure` (shown inline
 when returned to a notebook cell); each ``save_*`` writes that figure as PNG.
@@ -97,3 +97,35 @@ def save_classification(images: np.ndarray, labels: np.ndarray, logits: np.ndarr
   """Writes `classification_figure` as PNG to ``path``."""
   _figure.write_png(classification_figure(images, labels, logits, class_names), path)
 
+
+
+def denoising_figure(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray) -> Figure:
+  """Rows of noisy input | denoised output | clean image (the triptych).
+
+  Args:
+    noisy, denoised, clean: [N, H, W, 3] float in [0, 1] (values outside are
+      clipped) or uint8.
+
+  Returns:
+    A 6 x (2 N + 0.4) in figure.
+  """
+  rows = [np.asarray(a) for a in (noisy, denoised, clean)]
+  rows = [a if a.dtype == np.uint8 else np.clip(a, 0.0, 1.0) for a in rows]
+  n = len(rows[0])
+  fig = _figure.new_figure(6.0, 2.0 * n + 0.4)
+  axes = fig.subplots(n, 3, squeeze=False)
+  for i in range(n):
+    for ax, img, title in zip(axes[i], (r[i] for r in rows), ("noisy", "denoised", "clean")):
+      ax.imshow(img, interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if i == 0:
+        ax.set_title(title, fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def save_denoising(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray,
+                   path: epath.PathLike) -> None:
+  """Writes `denoising_figure` as PNG to ``path``."""
+  _figure.write_png(denoising_figure(noisy, denoised, clean), path)
