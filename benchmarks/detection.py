@@ -120,7 +120,8 @@ def bench_postprocess(name, model, task, state, size, k, batch, iters, rng):
   compile_s = time.perf_counter() - t0
   _, sec, dets = _time(post, outputs, iters=iters)
   per_image = float(np.mean(np.asarray(dets.valid).sum(-1)))
-  print(f"postprocess  {name:16s} {a:6d} boxes x {k + 1:2d} classes, batch {batch:3d}: "
+  scores = f"{k + 1:2d} classes" if "anchors" in shapes else f"{k:2d} classes"
+  print(f"postprocess  {name:16s} {a:6d} boxes x {scores}, batch {batch:3d}: "
         f"{sec:7.3f} s/batch {batch / sec:8.1f} images/s  (compile {compile_s:5.1f} s, "
         f"{per_image:.0f} detections/image kept)")
 
@@ -136,25 +137,39 @@ def _held_out_images(config, n):
   return (images - mean) / std
 
 
-def bench_inference(runs, batch, iters):
-  """Forward + post-processing of trained runs on the same held-out images."""
+def bench_inference(runs, batch, iters, rounds=5):
+  """Forward + post-processing of trained runs on the same held-out images.
+
+  The runs are compiled first, then timed in ``rounds`` alternating rounds
+  of ``iters`` calls each (A B A B ...), so that a change of load on a shared
+  machine hits every run alike; the median round is reported.
+  """
   from visionjax.train.inference import Predictor
-  rates = []
+  timed = []
   for item in runs:
     name, _, workdir = item.partition("=")
     pred = Predictor.from_workdir(workdir, "best")
     model, task = pred.exp.model, pred.exp.task
     images = jax.device_put(_held_out_images(pred.exp.config, batch))
     fn = jax.jit(lambda v, x, m=model, t=task: t.inference_outputs(m.apply(v, x, train=False)))
-    compile_s, sec, out = _time(fn, pred.variables, images, iters=iters)
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(pred.variables, images))
+    compile_s = time.perf_counter() - t0
     kept = float(np.mean(np.asarray(out["valid"]).sum(-1)))
+    timed.append((name, pred, fn, images, compile_s, kept, []))
+  for _ in range(rounds):
+    for _name, pred, fn, images, _, _, secs in timed:
+      secs.append(_time(fn, pred.variables, images, iters=iters)[1])
+  rates = []
+  for name, pred, _fn, images, compile_s, kept, secs in timed:
+    sec = float(np.median(secs))
     rates.append(images.shape[0] / sec)
     print(f"inference    {name:16s} {pred.exp.config.model.name:12s} batch {images.shape[0]:3d}: "
-          f"{sec:7.3f} s/batch {rates[-1]:8.1f} images/s  (compile {compile_s:5.1f} s, "
-          f"{kept:.1f} detections/image kept, step {pred.step})")
-  for item, rate in zip(runs[1:], rates[1:]):
-    print(f"ratio {item.partition('=')[0]} / {runs[0].partition('=')[0]}: {rate / rates[0]:.2f}x "
-          "images/s")
+          f"{sec:7.3f} s/batch {rates[-1]:8.1f} images/s  (median of {rounds} alternating "
+          f"rounds of {iters}; compile {compile_s:5.1f} s, {kept:.1f} detections/image kept, "
+          f"step {pred.step})")
+  for (name, *_), rate in zip(timed[1:], rates[1:]):
+    print(f"ratio {name} / {timed[0][0]}: {rate / rates[0]:.2f}x images/s")
 
 
 def main():
