@@ -16,6 +16,9 @@ Outputs are padded to ``max_detections`` with a ``valid`` mask, so a batch is
 one jitted program (:func:`batch_postprocess` is the vmapped version).
 Greedy NMS in step 3 is the same per class as running it class by class,
 because boxes of different classes never suppress each other.
+
+Steps 2-4 are :func:`select_detections`, shared with the anchor-free grid
+detectors (:mod:`visionjax.detection.grid`), which score boxes differently.
 """
 from __future__ import annotations
 
@@ -49,17 +52,36 @@ def postprocess(logits, offsets, anchors, *, score_threshold: float = 0.01,
   logits = jnp.asarray(logits, jnp.float32)
   if logits.ndim != 2 or logits.shape[1] < 2:
     raise ValueError(f"logits has shape {logits.shape}; expected [A, K+1] with K >= 1")
-  a, k = logits.shape[0], logits.shape[1] - 1
+  a = logits.shape[0]
   if jnp.shape(offsets) != (a, 4) or jnp.shape(anchors) != (a, 4):
     raise ValueError(f"offsets/anchors have shapes {jnp.shape(offsets)}/{jnp.shape(anchors)};"
                      f" expected ({a}, 4) to match logits {logits.shape}")
-  for name, v in (("pre_nms_top_k", pre_nms_top_k), ("max_detections", max_detections)):
-    if not isinstance(v, int) or v < 1:
-      raise ValueError(f"{name}={v!r}; expected a positive Python int")
   boxes = decode(offsets, anchors, variances)                         # [A, 4] xyxy
   if clip:
     boxes = jnp.clip(boxes, 0.0, 1.0)
-  probs = jax.nn.softmax(logits, axis=-1)[:, 1:].T                    # [K, A]
+  probs = jax.nn.softmax(logits, axis=-1)[:, 1:]                      # [A, K]
+  return select_detections(boxes, probs, score_threshold=score_threshold,
+                           iou_threshold=iou_threshold, pre_nms_top_k=pre_nms_top_k,
+                           max_detections=max_detections)
+
+
+def select_detections(boxes, scores, *, score_threshold: float = 0.01,
+                      iou_threshold: float = 0.45, pre_nms_top_k: int = 400,
+                      max_detections: int = 200) -> Detections:
+  """Steps 2-4 of the module docstring for one image, for any detector family.
+
+  Shapes: boxes [A, 4] normalized xyxy, scores [A, K] (foreground class
+  scores; the SSD's softmax, a grid head's σ(obj)·σ(cls)) -> D = max_detections.
+  """
+  scores = jnp.asarray(scores, jnp.float32)
+  if scores.ndim != 2 or jnp.shape(boxes) != (scores.shape[0], 4):
+    raise ValueError(f"boxes/scores have shapes {jnp.shape(boxes)}/{scores.shape}; "
+                     "expected [A, 4] and [A, K]")
+  for name, v in (("pre_nms_top_k", pre_nms_top_k), ("max_detections", max_detections)):
+    if not isinstance(v, int) or v < 1:
+      raise ValueError(f"{name}={v!r}; expected a positive Python int")
+  a, k = scores.shape
+  probs = scores.T                                                    # [K, A]
   p = min(pre_nms_top_k, a)
   scores, idx, ok = top_k(probs, p, valid=probs >= score_threshold)   # [K, P]
   cand_boxes = boxes[jnp.maximum(idx, 0)].reshape(k * p, 4)

@@ -35,6 +35,7 @@ from visionjax.models import (
   ssd,
   unet,
   vgg,
+  yolo,
 )
 from visionjax.models.layers import ModelSpec, count_params
 
@@ -61,7 +62,7 @@ def _merge(*registries: Mapping[str, ModelSpec]) -> Mapping[str, ModelSpec]:
 REGISTRY: Mapping[str, ModelSpec] = _merge(
     cnn.REGISTRY, vgg.REGISTRY, resnet.REGISTRY, efficientnet.REGISTRY,
     backbones.REGISTRY, localizer.REGISTRY, fcn.REGISTRY, unet.REGISTRY,
-    segnet.REGISTRY, deeplab.REGISTRY, ssd.REGISTRY, maskrcnn.REGISTRY)
+    segnet.REGISTRY, deeplab.REGISTRY, ssd.REGISTRY, yolo.REGISTRY, maskrcnn.REGISTRY)
 
 MODEL_TASKS: Mapping[str, str] = types.MappingProxyType(
     {name: spec.task for name, spec in REGISTRY.items()})

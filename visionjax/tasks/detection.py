@@ -1,14 +1,24 @@
-"""Object detection, SSD-style (Liu et al. 2016), through the training spine.
+"""Object detection through the training spine: SSD and anchor-free grid heads.
 
-Model outputs (see :mod:`visionjax.models.ssd`): ``logits`` [B, A, K+1],
-``offsets`` [B, A, 4], ``anchors`` [A, 4]. Batches: ``image`` [B, H, W, C],
+Two detector families train through this one task; it tells them apart by
+their outputs (a static dict structure, so at trace time):
+
+* SSD (Liu et al. 2016, :mod:`visionjax.models.ssd`): ``logits`` [B, A, K+1],
+  ``offsets`` [B, A, 4], ``anchors`` [A, 4]; matching and the multibox loss.
+* YOLO-style grid (:mod:`visionjax.models.yolo`): ``obj_logits``,
+  ``cls_logits``, ``box_deltas``, ``points``, ``strides``, ``size_ranges``
+  (:data:`visionjax.detection.grid.OUTPUT_KEYS`); centre-sampling assignment
+  and the focal/BCE/GIoU loss of :mod:`visionjax.detection.grid`.
+
+Both report ``loc_loss`` (SSD: smooth-L1; grid: 1 - GIoU) and ``conf_loss``
+(SSD: cross-entropy; grid: objectness focal + class BCE) per positive, and
+share post-processing (class-aware NMS) and evaluation. Batches: ``image`` [B, H, W, C],
 ``boxes`` [B, G, 4] normalized xyxy, ``box_labels`` int [B, G],
 ``box_valid`` bool [B, G], optional ``box_difficult`` bool [B, G] and
 ``valid`` bool [B] (evaluation padding).
 
-Inside the jitted train step the task matches ground truth to default boxes
-(:mod:`~visionjax.detection.matching`) and computes the multibox loss
-(:mod:`~visionjax.detection.multibox`), all vmapped over the batch, so the
+Inside the jitted train step the task assigns ground truth to default boxes
+or grid cells and computes the family's loss, all vmapped over the batch, so the
 whole step is one XLA program. Evaluation is not a sum of counts: besides
 ``eval_sums`` (the loss) the task returns per-image padded detections from
 ``eval_examples`` (post-processing, also jitted), which the loop gathers on
@@ -19,14 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from visionjax.data import transforms
-from visionjax.detection import evaluation
+from visionjax.detection import evaluation, grid
 from visionjax.detection.coding import SSD_VARIANCES
 from visionjax.detection.matching import ssd_targets
 from visionjax.detection.multibox import multibox_loss
@@ -37,14 +47,27 @@ Batch = Mapping[str, Any]
 _check = base.check
 
 
+class _Parts(NamedTuple):
+  """One family's loss pieces over a batch (sums) and its positives [B, A]."""
+  total: jax.Array
+  num_pos: jax.Array
+  loc: jax.Array
+  conf: jax.Array
+  positive: jax.Array
+  correct: jax.Array  # positives whose top class is the target's
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectionTask(base.Task):
-  """SSD-style detection (Liu et al. 2016).
+  """Detection with an SSD or a YOLO-style grid model (module docstring).
 
   num_classes:      foreground classes K (the model predicts K + 1 scores).
   match_iou:        IoU for a default box to match a ground truth (0.5).
   neg_pos_ratio:    hard negatives per positive (3).
   loc_weight:       α in L = (L_conf + α·L_loc) / N (1).
+  center_radius:    grid heads: centre-sampling radius in strides (1.5; None:
+                    the whole box).
+  focal_alpha, focal_gamma: grid heads: the objectness focal loss (0.25, 2).
   variances:        box-coding variances (0.1, 0.1, 0.2, 0.2).
   train_difficult:  whether VOC 'difficult' boxes are matched in training
                     (the reference implementation: yes).
@@ -74,6 +97,9 @@ class DetectionTask(base.Task):
   max_detections: int = 200
   eval_iou: float = 0.5
   max_boxes: int = 50
+  center_radius: Optional[float] = 1.5
+  focal_alpha: Optional[float] = 0.25
+  focal_gamma: float = 2.0
   draw_min_score: float = 0.5
 
   def __post_init__(self):
@@ -82,6 +108,9 @@ class DetectionTask(base.Task):
     _check(0 < self.match_iou <= 1, f"match_iou={self.match_iou}; expected in (0, 1]")
     _check(len(self.variances) == 4, f"variances={self.variances}; expected 4 values")
     _check(self.max_boxes >= 1, f"max_boxes={self.max_boxes}; expected >= 1")
+    _check(self.center_radius is None or self.center_radius > 0,
+           f"center_radius={self.center_radius}; expected > 0 or None")
+    _check(self.focal_gamma >= 0, f"focal_gamma={self.focal_gamma}; expected >= 0")
 
   def targets(self, example):
     return transforms.pad_boxes(example, self.max_boxes)
@@ -111,47 +140,66 @@ class DetectionTask(base.Task):
     _check(jnp.issubdtype(batch["box_labels"].dtype, jnp.integer),
            f"batch['box_labels'] has dtype {batch['box_labels'].dtype}; expected integers")
 
-  def _check_outputs(self, outputs) -> None:
-    _check(isinstance(outputs, Mapping) and {"logits", "offsets", "anchors"} <= set(outputs),
-           "DetectionTask needs model outputs {'logits', 'offsets', 'anchors'} (an SSD "
-           f"model); got {type(outputs).__name__} "
-           f"{sorted(outputs) if isinstance(outputs, Mapping) else ''}")
-    k = outputs["logits"].shape[-1] - 1
-    _check(k == self.num_classes, f"model predicts {k} foreground classes (+ background); "
-           f"the task has num_classes={self.num_classes}")
+  def _family(self, outputs) -> str:
+    """'ssd' or 'grid' from the outputs' keys; checks the class count."""
+    keys = set(outputs) if isinstance(outputs, Mapping) else set()
+    if {"logits", "offsets", "anchors"} <= keys:
+      family, k = "ssd", outputs["logits"].shape[-1] - 1
+      what = "foreground classes (+ background)"
+    elif set(grid.OUTPUT_KEYS) <= keys:
+      family, k, what = "grid", outputs["cls_logits"].shape[-1], "classes"
+    else:
+      raise ValueError(
+          "DetectionTask needs model outputs {'logits', 'offsets', 'anchors'} (an SSD "
+          f"model) or {set(grid.OUTPUT_KEYS)} (a YOLO-style grid model); got "
+          f"{type(outputs).__name__} {sorted(outputs) if isinstance(outputs, Mapping) else ''}")
+    _check(k == self.num_classes, f"model predicts {k} {what}; the task has "
+           f"num_classes={self.num_classes}")
+    return family
+
+  def _gt_valid(self, batch):
+    gt_valid = batch["box_valid"].astype(bool)
+    if not self.train_difficult and "box_difficult" in batch:
+      gt_valid = gt_valid & ~batch["box_difficult"].astype(bool)
+    return gt_valid
 
   # --------------------------------------------------------------- training
   def anchor_targets(self, outputs, batch):
     """Per-image :class:`~visionjax.detection.matching.Targets`, vmapped: [B, A, ...]."""
-    gt_valid = batch["box_valid"].astype(bool)
-    if not self.train_difficult and "box_difficult" in batch:
-      gt_valid = gt_valid & ~batch["box_difficult"].astype(bool)
     fn = lambda b, l, v: ssd_targets(b, l, v, outputs["anchors"], iou_threshold=self.match_iou,
                                      variances=self.variances)
-    return jax.vmap(fn)(batch["boxes"], batch["box_labels"], gt_valid)
+    return jax.vmap(fn)(batch["boxes"], batch["box_labels"], self._gt_valid(batch))
 
-  def _loss_parts(self, outputs, batch):
-    self._check_outputs(outputs)
+  def _loss_parts(self, outputs, batch) -> _Parts:
+    valid = batch.get("valid")
+    if self._family(outputs) == "grid":
+      total, num_pos, parts, t = grid.grid_loss(
+          outputs, batch["boxes"], batch["box_labels"], self._gt_valid(batch),
+          box_weight=self.loc_weight, center_radius=self.center_radius,
+          focal_alpha=self.focal_alpha, focal_gamma=self.focal_gamma, where=valid)
+      pred = jnp.argmax(outputs["cls_logits"], -1)
+      return _Parts(total, num_pos, parts.box, parts.obj + parts.cls, t.positive,
+                    t.positive & (pred == t.labels))
     t = self.anchor_targets(outputs, batch)
     total, num_pos, parts = multibox_loss(
         outputs["logits"], outputs["offsets"], t.labels, t.offsets, loc_weight=self.loc_weight,
-        neg_pos_ratio=self.neg_pos_ratio, where=batch.get("valid"))
-    return total, num_pos, parts, t
+        neg_pos_ratio=self.neg_pos_ratio, where=valid)
+    pos = t.positive if valid is None else t.positive & valid[:, None]
+    pred = jnp.argmax(outputs["logits"], -1)
+    return _Parts(total, num_pos, parts.loc, parts.conf, pos, pos & (pred == t.labels))
 
   def loss(self, outputs, batch):
     """(Σ_images (L_conf + α·L_loc), Σ_images N): the step divides."""
-    total, num_pos, _, _ = self._loss_parts(outputs, batch)
-    return total, num_pos
+    p = self._loss_parts(outputs, batch)
+    return p.total, p.num_pos
 
   def train_sums(self, outputs, batch):
-    _, num_pos, parts, t = self._loss_parts(outputs, batch)
-    pred = jnp.argmax(outputs["logits"], -1)
+    p = self._loss_parts(outputs, batch)
     valid = batch.get("valid")
-    images = jnp.asarray(outputs["logits"].shape[0], jnp.float32) if valid is None else \
+    images = jnp.asarray(batch["boxes"].shape[0], jnp.float32) if valid is None else \
         jnp.sum(valid.astype(jnp.float32))
-    pos = t.positive if valid is None else t.positive & valid[:, None]
-    return {"num_pos": num_pos, "loc_sum": parts.loc, "conf_sum": parts.conf,
-            "pos_correct": jnp.sum(pos & (pred == t.labels)), "num_images": images}
+    return {"num_pos": p.num_pos, "loc_sum": p.loc, "conf_sum": p.conf,
+            "pos_correct": jnp.sum(p.correct), "num_images": images}
 
   def summarize_train(self, sums) -> dict[str, float]:
     n = max(float(sums["num_pos"]), 1.0)
@@ -162,15 +210,18 @@ class DetectionTask(base.Task):
   # ------------------------------------------------------------- evaluation
   def postprocess(self, outputs) -> Detections:
     """Padded detections [B, max_detections, ...] (normalized xyxy boxes)."""
-    self._check_outputs(outputs)
+    kw = dict(score_threshold=self.score_threshold, iou_threshold=self.nms_iou,
+              pre_nms_top_k=self.pre_nms_top_k, max_detections=self.max_detections)
+    if self._family(outputs) == "grid":
+      return grid.grid_postprocess(outputs, **kw)
     return batch_postprocess(outputs["logits"], outputs["offsets"], outputs["anchors"],
                              score_threshold=self.score_threshold, iou_threshold=self.nms_iou,
                              pre_nms_top_k=self.pre_nms_top_k,
                              max_detections=self.max_detections, variances=self.variances)
 
   def eval_sums(self, outputs, batch):
-    total, num_pos, parts, _ = self._loss_parts(outputs, batch)
-    return {"loss_sum": total, "count": num_pos, "loc_sum": parts.loc, "conf_sum": parts.conf}
+    p = self._loss_parts(outputs, batch)
+    return {"loss_sum": p.total, "count": p.num_pos, "loc_sum": p.loc, "conf_sum": p.conf}
 
   def eval_examples(self, outputs, batch) -> dict[str, jax.Array]:
     """Per-image padded detections and ground truth (keys of
