@@ -10,6 +10,8 @@
   evaluation      padded detections -> VOC (11-point, all-point) and COCO AP
   proposals       R-CNN: FPN anchors, RPN proposals (decode, top-k per level, NMS)
   rcnn            R-CNN box-head post-processing (per-class decode, NMS), mask choice
+  rcnn_targets    R-CNN training: matcher, balanced sampler, RPN / box-head / mask targets
+                  and losses (torchvision's)
 
 The SSD models live in `visionjax.models.ssd` (registry names
 'ssd300_vgg16', 'ssd512_vgg16', 'ssd300_resnet18', 'ssd_lite'), the

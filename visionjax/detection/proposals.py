@@ -100,6 +100,21 @@ def decode_boxes(deltas, anchors, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0
   return coding.decode(deltas, centred, tuple(1.0 / v for v in w), fmt="xyxy")
 
 
+def encode_boxes(boxes, anchors, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)):
+  """R-CNN box encoding (torchvision ``BoxCoder(weights).encode``): deltas
+  [..., 4] of pixel xyxy ``boxes`` relative to pixel xyxy ``anchors``
+  (``dx = wx·(g_cx - a_cx) / a_w``, ``dw = ww·log(g_w / a_w)``, ...).
+
+  :func:`visionjax.detection.coding.encode` with variances ``1 / weights``;
+  the inverse of :func:`decode_boxes`.
+  """
+  w = tuple(float(v) for v in weights)
+  if len(w) != 4 or min(w) <= 0:
+    raise ValueError(f"weights={weights!r}; expected 4 positive numbers (wx, wy, ww, wh)")
+  centred = box_convert(anchors, "xyxy", "cxcywh")
+  return coding.encode(boxes, centred, tuple(1.0 / v for v in w), fmt="xyxy")
+
+
 def _check_int(name, v, lo=0):
   if not isinstance(v, (int, np.integer)) or v < lo:
     raise ValueError(f"{name}={v!r}; expected a Python int >= {lo}")

@@ -264,3 +264,52 @@ def multiscale_roi_align(features: Sequence, boxes, output_size: IntPair, *,
   if valid is not None:
     out = jnp.where(valid[:, :, None, None, None], out, 0.0)
   return out
+
+
+def roi_align_indexed(maps, boxes, index, output_size: IntPair, *, spatial_scale: float = 1.0,
+                      sampling_ratio: int = -1, aligned: bool = False, valid=None,
+                      max_sampling_ratio: Optional[IntPair] = None):
+  """RoIAlign of every box from the map its ``index`` names.
+
+  torchvision's ``roi_align`` with rois ``(index, x1, y1, x2, y2)`` (the
+  first column choosing the map), per image: Mask R-CNN's
+  ``project_masks_on_boxes`` crops each positive RoI from its matched
+  ground-truth mask this way. Only the chosen map is gathered, so the cost
+  does not grow with N.
+
+  Args:
+    maps: [B, N, H, W, C] (e.g. N padded ground-truth masks per image).
+    boxes: [B, R, 4] pixel xyxy; index: int [B, R] in [0, N).
+    output_size, spatial_scale, sampling_ratio, aligned, valid,
+    max_sampling_ratio: as :func:`roi_align` (default ``sampling_ratio=-1``,
+      ``aligned=False``: torchvision's defaults, which ``project_masks_on_boxes``
+      uses).
+
+  Returns: [B, R, PH, PW, C].
+  """
+  maps = jnp.asarray(maps)
+  if maps.ndim != 5:
+    raise ValueError(f"roi_align_indexed: maps has shape {maps.shape}; expected [B, N, H, W, C]")
+  b, n, h, w, c = maps.shape
+  boxes, valid = _check_inputs("roi_align_indexed", [maps[:, 0]], boxes, valid)
+  index = jnp.asarray(index)
+  if index.shape != boxes.shape[:2] or not jnp.issubdtype(index.dtype, jnp.integer):
+    raise ValueError(f"roi_align_indexed: index has shape {index.shape} and dtype {index.dtype};"
+                     f" expected integers of shape {boxes.shape[:2]}")
+  output_size = _pair(output_size, "output_size")
+  grid = _grid_cap(sampling_ratio, max_sampling_ratio, [(h, w)], output_size)
+  flat = maps.reshape(b, n * h * w, c)
+  r = boxes.shape[1]
+  hw = jnp.broadcast_to(jnp.asarray([h, w], jnp.int32), (r, 2))
+  dtype = jnp.promote_types(maps.dtype, jnp.float32)
+  scale = jnp.full((r,), spatial_scale, dtype)
+
+  def one(flat_b, boxes_b, index_b):
+    base = jnp.clip(index_b, 0, n - 1).astype(jnp.int32) * (h * w)
+    return _roi_align_flat(flat_b, boxes_b, hw, scale, base, output_size, sampling_ratio,
+                           aligned, grid)
+
+  out = jax.vmap(one)(flat, boxes, index)
+  if valid is not None:
+    out = jnp.where(valid[:, :, None, None, None], out, 0.0)
+  return out
