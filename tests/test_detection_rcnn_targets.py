@@ -5,6 +5,8 @@ sampler is tested by its invariants and torch is handed the subset ours
 chose (its ``fg_bg_sampler`` replaced by one returning our masks): targets,
 matches and loss values are then compared exactly (to float rounding).
 """
+import operator
+
 import jax
 import numpy as np
 import pytest
@@ -127,22 +129,41 @@ def test_rpn_targets_and_loss_match_torchvision():
   rpn.fg_bg_sampler = lambda _: (
       [masks_of(s.index[i], s.positive[i], a) for i in range(b)],
       [masks_of(s.index[i], s.valid[i] & ~s.positive[i], a) for i in range(b)])
-  ref_obj, ref_box = rpn.compute_loss(torch.tensor(objectness.reshape(-1, 1)),
-                                      torch.tensor(deltas.reshape(-1, 4)), labels, reg)
+  t_obj = torch.tensor(objectness.reshape(-1, 1), requires_grad=True)
+  t_del = torch.tensor(deltas.reshape(-1, 4), requires_grad=True)
+  ref_obj, ref_box = rpn.compute_loss(t_obj, t_del, labels, reg)
   assert float(out.count) == 3 * 64
   np.testing.assert_allclose(float(out.objectness / out.count), ref_obj.item(), rtol=1e-5)
   np.testing.assert_allclose(float(out.box / out.count), ref_box.item(), rtol=1e-5)
   assert ref_box.item() > 0
+  # Gradients of the total with respect to the RPN outputs, as torch autograd's.
+  (ref_obj + ref_box).backward()
+
+  def total(o, d):
+    parts = rt.rpn_loss(jax.random.key(3), o, d, anchors, gt, gt_valid, batch_size_per_image=64)
+    return (parts.objectness + parts.box) / parts.count
+
+  g_obj, g_del = jax.jit(jax.grad(total, argnums=(0, 1)))(objectness, deltas)
+  np.testing.assert_allclose(np.asarray(g_obj).reshape(-1), t_obj.grad.numpy().reshape(-1),
+                             rtol=1e-5, atol=1e-8)
+  np.testing.assert_allclose(np.asarray(g_del).reshape(-1, 4), t_del.grad.numpy(), rtol=1e-5,
+                             atol=1e-8)
 
 
-def roi_case(rng, b=2, p=70, g=5):
-  """Padded proposals/ground truth: proposals valid first, then padding."""
+def roi_case(rng, b=3, p=70, g=5):
+  """Padded proposals/ground truth: proposals valid first, then padding; the
+  third image has no objects (all its RoIs background)."""
   props = np.zeros((b, p, 4), np.float32)
   pvalid = np.zeros((b, p), bool)
   gt = np.zeros((b, g, 4), np.float32)
   gvalid = np.zeros((b, g), bool)
   labels = np.zeros((b, g), np.int32)
-  for i, (ng, npv) in enumerate([(4, 60), (2, 45)][:b]):
+  for i, (ng, npv) in enumerate([(4, 60), (2, 45), (0, 30)][:b]):
+    if ng == 0:
+      xy = rng.uniform(0, 40, (npv, 2))
+      props[i, :npv] = np.concatenate([xy, xy + rng.uniform(4, 20, (npv, 2))], 1)
+      pvalid[i, :npv] = True
+      continue
     xy = rng.uniform(0, 40, (ng, 2))
     gt[i, :ng] = np.concatenate([xy, xy + rng.uniform(8, 24, (ng, 2))], 1)
     gvalid[i, :ng] = True
@@ -203,6 +224,7 @@ def test_sample_rois_and_fastrcnn_loss_match_torchvision():
     t_logits.append(logits[i][order])
     t_deltas.append(deltas[i][order])
   assert pos[0].sum() == 8 and 0 < pos[1].sum() < 8   # the cap binds in image 0 only
+  assert pos[2].sum() == 0 and valid[2].sum() == 30    # no objects: 30 background RoIs
   assert np.asarray(rois.positive[:, 8:]).sum() == 0
   # torch's own labelling of every candidate (not only the sampled) agrees too.
   m_idx, m_lab = heads.assign_targets_to_proposals(
@@ -218,12 +240,29 @@ def test_sample_rois_and_fastrcnn_loss_match_torchvision():
     assert {j: int(ref[j]) for j in range(len(ref)) if ref[j] >= 0} == \
         {int(j): int(v) for j, v in ours.items()}
   loss = jax.jit(rt.fastrcnn_loss)(logits, deltas, rois)
-  ref_cls, ref_box = tv_roi_heads.fastrcnn_loss(
-      torch.tensor(np.concatenate(t_logits)), torch.tensor(np.concatenate(t_deltas)),
-      t_labels, t_reg)
+  tl = torch.tensor(np.concatenate(t_logits), requires_grad=True)
+  td = torch.tensor(np.concatenate(t_deltas), requires_grad=True)
+  ref_cls, ref_box = tv_roi_heads.fastrcnn_loss(tl, td, t_labels, t_reg)
   assert float(loss.count) == valid.sum()
   np.testing.assert_allclose(float(loss.classification / loss.count), ref_cls.item(), rtol=1e-5)
   np.testing.assert_allclose(float(loss.box / loss.count), ref_box.item(), rtol=1e-5)
+  (ref_cls + ref_box).backward()
+  g_l, g_d = jax.jit(jax.grad(lambda lg, dl: sum_over_count(rt.fastrcnn_loss(lg, dl, rois)),
+                              argnums=(0, 1)))(logits, deltas)
+  start = 0
+  for i in range(b):
+    order = np.argsort(np.where(valid[i], tidx[i], 10 ** 6))[:int(valid[i].sum())]
+    n = len(order)
+    np.testing.assert_allclose(np.asarray(g_l[i])[order], tl.grad[start:start + n].numpy(),
+                               rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(g_d[i])[order], td.grad[start:start + n].numpy(),
+                               rtol=1e-5, atol=1e-8)
+    assert np.all(np.asarray(g_l[i])[~valid[i]] == 0)
+    start += n
+
+
+def sum_over_count(parts):
+  return (parts.classification + parts.box) / parts.count
 
 
 def slot_of_all(sample, allb, i):
@@ -285,8 +324,17 @@ def test_mask_targets_and_loss_match_torchvision():
     t_labels.append(torch.tensor(gl[i]).long())
     t_idx.append(torch.tensor(np.asarray(matches[i])[sel]))
   assert 0.05 < float(np.asarray(targets)[pos].mean()) < 0.95
-  ref_loss = tv_roi_heads.maskrcnn_loss(
-      torch.tensor(np.concatenate(t_logits)).permute(0, 3, 1, 2), t_props, t_masks, t_labels,
-      t_idx)
+  tl = torch.tensor(np.concatenate(t_logits), requires_grad=True)
+  ref_loss = tv_roi_heads.maskrcnn_loss(tl.permute(0, 3, 1, 2), t_props, t_masks, t_labels,
+                                        t_idx)
   assert float(count) == pos.sum() * m * m
   np.testing.assert_allclose(float(sum_ / count), ref_loss.item(), rtol=1e-5)
+  ref_loss.backward()
+  mean = lambda lg: operator.truediv(*rt.maskrcnn_loss(lg, labels, targets, pos))
+  grad = jax.jit(jax.grad(mean))(logits)
+  # d/dz = (sigmoid(z) - t) / count: the targets' 2e-5 tolerance, over count.
+  np.testing.assert_allclose(np.asarray(grad)[pos], tl.grad.numpy(), rtol=1e-5,
+                             atol=2e-5 / float(count))
+  assert np.all(np.asarray(grad)[~pos] == 0)
+
+

@@ -264,8 +264,10 @@ def sample_rois(key, proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, *
 
   Returns: :class:`RoISample` of [B, S] with S = ``batch_size_per_image``.
   """
-  proposals = check_boxes(proposals, "proposals")
-  gt_boxes = check_boxes(gt_boxes, "gt_boxes")
+  # Targets are constants: torchvision detaches the proposals, and the
+  # sampled boxes must carry no gradient into the RPN.
+  proposals = jax.lax.stop_gradient(check_boxes(proposals, "proposals"))
+  gt_boxes = jax.lax.stop_gradient(check_boxes(gt_boxes, "gt_boxes"))
   if proposals.ndim != 3 or gt_boxes.ndim != 3 or proposals.shape[0] != gt_boxes.shape[0]:
     raise ValueError(f"sample_rois: proposals {proposals.shape} and gt_boxes {gt_boxes.shape}; "
                      "expected [B, P, 4] and [B, G, 4]")
