@@ -338,3 +338,29 @@ def test_mask_targets_and_loss_match_torchvision():
   assert np.all(np.asarray(grad)[~pos] == 0)
 
 
+
+
+def test_bad_inputs_name_the_problem():
+  with pytest.raises(ValueError, match="low_threshold=0.7 > high_threshold=0.3"):
+    rt.match_quality(np.zeros((2, 3)), 0.3, 0.7)
+  with pytest.raises(ValueError, match="gt_valid"):
+    rt.match_quality(np.zeros((2, 3)), 0.7, 0.3, gt_valid=np.ones(3, bool))
+  with pytest.raises(ValueError, match="batch_size_per_image=0"):
+    rt.sample_balanced(jax.random.key(0), np.zeros(5, np.int32), 0, 0.5)
+  with pytest.raises(ValueError, match="positive_fraction=1.5"):
+    rt.sample_balanced(jax.random.key(0), np.zeros(5, np.int32), 4, 1.5)
+  with pytest.raises(ValueError, match=r"anchors has shape \(7, 4\)"):
+    rt.rpn_loss(jax.random.key(0), np.zeros((1, 6)), np.zeros((1, 6, 4)), np.zeros((7, 4)),
+                np.zeros((1, 2, 4)), np.ones((1, 2), bool))
+  with pytest.raises(ValueError, match=r"gt_labels has shape \(1, 3\)"):
+    rt.sample_rois(jax.random.key(0), np.zeros((1, 6, 4)), np.ones((1, 6), bool),
+                   np.zeros((1, 2, 4)), np.ones((1, 3), np.int32), np.ones((1, 2), bool))
+  rois = rt.RoISample(np.zeros((1, 4, 4)), np.zeros((1, 4), np.int32), np.zeros((1, 4), np.int32),
+                      np.zeros((1, 4, 4)), np.ones((1, 4), bool), np.zeros((1, 4), bool))
+  with pytest.raises(ValueError, match=r"box_deltas has shape \(1, 4, 3, 4\)"):
+    rt.fastrcnn_loss(np.zeros((1, 4, 5)), np.zeros((1, 4, 3, 4)), rois)
+  with pytest.raises(ValueError, match="mask_logits"):
+    rt.maskrcnn_loss(np.zeros((1, 4, 7, 7)), np.zeros((1, 4), np.int32), np.zeros((1, 4, 7, 7)),
+                     np.ones((1, 4), bool))
+  with pytest.raises(ValueError, match="index has shape"):
+    roi_align_indexed(np.zeros((1, 2, 8, 8, 1)), np.zeros((1, 3, 4)), np.zeros((1, 3)), 4)

@@ -217,11 +217,10 @@ def rpn_loss(key, objectness, deltas, anchors, gt_boxes, gt_valid, *,
                      "expected [B, A] and [B, A, 4]")
   b, a = objectness.shape
   anchors = jnp.asarray(anchors)
-  if anchors.ndim == 2:
-    anchors = jnp.broadcast_to(anchors, (b,) + anchors.shape)
-  if anchors.shape != (b, a, 4):
+  if anchors.shape not in ((a, 4), (b, a, 4)):
     raise ValueError(f"rpn_loss: anchors has shape {anchors.shape}; expected ({a}, 4) or "
                      f"({b}, {a}, 4)")
+  anchors = jnp.broadcast_to(anchors, (b, a, 4))
   tg = jax.vmap(lambda an, g, v: rpn_targets(an, g, v, fg_iou_thresh=fg_iou_thresh,
                                              bg_iou_thresh=bg_iou_thresh, weights=weights))(
       anchors, jnp.asarray(gt_boxes), jnp.asarray(gt_valid, bool))
@@ -337,7 +336,14 @@ def mask_targets(gt_masks, boxes, matches, valid, mask_size: int, *,
 
   gt_masks [B, G, H, W] (0/1, the padded image's pixels), boxes [B, R, 4],
   matches int [B, R] into G, valid bool [B, R] -> float32 [B, R, M, M]
-  (zeros for invalid RoIs). ``max_sampling_ratio``: see ``ops.roi``.
+  (zeros for invalid RoIs).
+
+  ``max_sampling_ratio``: torchvision samples adaptively, ``ceil(box / M)``
+  points per bin and axis; the default cap ``ceil(H / M)`` is exact for any
+  box in the image but costs ``(2·M·cap)²`` gathered cells per RoI (measured
+  on the 2-core CPU, B=2, 128 RoIs, 256² masks, M=28: 0.69 s per call at the
+  default cap 10, 0.089 s at 4, 0.019 s at 2). A smaller cap samples boxes
+  larger than ``cap·M`` pixels more coarsely than torchvision.
   """
   gt_masks = jnp.asarray(gt_masks)
   if gt_masks.ndim != 4:
