@@ -21,9 +21,11 @@ Boxes inside the model are pixel xyxy of the (padded) input image, the R-CNN
 ops' convention. ``__call__`` runs RPN -> proposals -> box head on every
 proposal and the mask head on the best ``mask_rois`` proposals: the shapes a
 training or inference step builds on. The box-head post-processing is
-``visionjax.detection.rcnn`` (torchvision's); running the mask head on the
-final detections, RoI sampling and the losses come with the
-instance-segmentation task (issue 19, later items), not here.
+``visionjax.detection.rcnn`` (torchvision's); RoI sampling, targets and
+losses are ``visionjax.detection.rcnn_targets``. Running the box and mask
+heads on the sampled RoIs in training, and the mask head on the final
+detections, come with the instance-segmentation task (issue 19, later
+items), not here.
 
 Layout note for weight porting: features are NHWC, so the box head flattens
 RoI features as (y, x, channel); torchvision flattens (channel, y, x).
