@@ -12,7 +12,7 @@ digit scenes, where the target is the scene label with the largest box;
 that is much harder for a globally pooled model (and the label, the digit
 with most ink, is not always the class of the largest box).
 
-  python experiments/train.py --config=experiments/configs/localizer_scenes.py --workdir=/tmp/loc
+  visionjax train --config=localizer_scenes --workdir=/tmp/loc
 """
 from visionjax.train.config import base_config
 

@@ -6,7 +6,7 @@ first mAP, the evaluation on the 1,000 held-out scenes and the box
 pictures (seen: VOC07 mAP@0.5 0.53 in 2m46s). For the real result use
 ssd_scenes.py.
 
-  python experiments/train.py --config=experiments/configs/ssd_quick.py --workdir=/tmp/ssd_quick
+  visionjax train --config=ssd_quick --workdir=/tmp/ssd_quick
 """
 from visionjax.train.config import base_config
 

@@ -6,7 +6,7 @@ scenes reports VOC07 11-point / all-point mAP@0.5 and COCO AP (seen on 2
 shared CPU cores: 0.911 / 0.947 / 0.714 after 1,500 steps, 5m53s wall at
 ~5.2 steps/s; 10m08s when the machine was loaded 4x over).
 
-  python experiments/train.py --config=experiments/configs/ssd_scenes.py --workdir=/tmp/ssd
+  visionjax train --config=ssd_scenes --workdir=/tmp/ssd
 """
 from visionjax.train.config import base_config
 

@@ -12,29 +12,12 @@ the 1,000 held-out scenes). Seen on 2 shared CPU cores (2026-12-03):
 
   visionjax train --config=yolo_scenes --workdir=/tmp/yolo
 """
-from visionjax.train.config import base_config
+from visionjax.configs import ssd_scenes
 
 
 def get_config():
-  c = base_config()
-  c.task = "detection"
+  """`ssd_scenes` with the grid detector and its GIoU weight."""
+  c = ssd_scenes.get_config()
   c.model.name = "yolo_lite"
-  c.dataset.name = "digit_scenes/scenes64"
-  c.task_kwargs.max_boxes = 4          # scenes hold 1-3 digits
   c.task_kwargs.loc_weight = 2.0       # GIoU weight (GFL/ATSS use 2)
-  c.dataset.augment = ("color_jitter",)
-  c.task_kwargs.pre_nms_top_k = 100
-  c.task_kwargs.max_detections = 100
-  c.batch_size = 32
-  c.eval_batch_size = 200
-  c.num_train_steps = 1500
-  c.log_every_steps = 100
-  c.optimizer.name = "adamw"
-  c.optimizer.learning_rate = 3e-3
-  c.optimizer.schedule = "warmup_cosine"
-  c.optimizer.warmup_steps = 100
-  c.optimizer.weight_decay = 1e-4
-  c.checkpoint.every_steps = 500
-  c.checkpoint.best_metric = "map50"
-  c.num_visualizations = 8
   return c
