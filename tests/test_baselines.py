@@ -46,3 +46,27 @@ def test_unknown_method_is_named(tiny_data_dir):
   with pytest.raises(ValueError, match=r"unknown method\(s\) \['watershed'\]"):
     baselines.score_baselines("digit_scenes/tiny", "test", count=2, methods=["watershed"],
                               data_dir=tiny_data_dir)
+
+
+def test_unet_row_scores_the_runs_predictions_as_foreground(tiny_data_dir, tmp_path):
+  """The README's `visionjax baselines --unet_workdir=RUN` path: the U-Net row
+  is the run's own predictions (any digit class = foreground), counted here
+  with NumPy from `Predictor` directly."""
+  from spine_fixtures import tiny_config
+
+  from visionjax.train import loop
+  from visionjax.train.inference import Predictor
+  wd = str(tmp_path / "unet")
+  loop.train_and_evaluate(tiny_config(tiny_data_dir, "segmentation", num_train_steps=3,
+                                      num_visualizations=0), wd)
+  rows = baselines.score_baselines("digit_scenes/tiny", "test", count=12, methods=["otsu"],
+                                   unet_workdir=wd, unet_checkpoint="latest",
+                                   data_dir=tiny_data_dir)
+  assert [r["method"] for r in rows] == ["otsu", f"unet ({wd}, latest)"]
+  images, fg = baselines.load_split("digit_scenes/tiny", "test", 12, tiny_data_dir)
+  pred = np.stack([r["mask"] > 0 for r in Predictor.from_workdir(wd)(list(images))])
+  tp, fp, fn = np.sum(pred & fg), np.sum(pred & ~fg), np.sum(~pred & fg)
+  tn = pred.size - tp - fp - fn
+  np.testing.assert_allclose(rows[1]["pixel_accuracy"], (tp + tn) / pred.size, rtol=1e-9)
+  if tp + fp + fn:
+    np.testing.assert_allclose(rows[1]["fg_iou"], tp / (tp + fp + fn), rtol=1e-9)

@@ -21,7 +21,7 @@ import pytest
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 # `visionjax X` and `python -m visionjax X` dispatch to `visionjax.cli.X`.
-SUBCOMMANDS = ("train", "evaluate", "predict", "export")
+SUBCOMMANDS = ("train", "evaluate", "predict", "export", "baselines")
 
 
 def _readme_commands() -> list[list[str]]:
