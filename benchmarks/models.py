@@ -146,7 +146,7 @@ def _select(arg: str) -> List[str]:
   out: List[str] = []
   for item in arg.split(","):
     item = item.strip()
-    if item in vm.TASKS:
+    if item in set(vm.MODEL_TASKS.values()):  # a task name: all its models
       out += vm.list_models(item)
     else:
       vm.spec_of(item)  # ValueError listing the valid names.
