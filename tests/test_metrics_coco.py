@@ -7,18 +7,13 @@ values exactly on the 32²/96² boundaries), more than 100 detections for one
 no ground truth, images with no detections, categories with no ground truth,
 and detections of categories that are not evaluated.
 """
-import contextlib
-import copy
-import io
-
 import numpy as np
 import pytest
 
 from visionjax.metrics import coco
 
 pycocotools = pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
+from coco_reference import assert_same, run_pycocotools  # noqa: E402
 
 
 def make_dataset(seed, n_images=40, n_cats=6, crowd_frac=0.08, tie_scores=False):
@@ -72,27 +67,6 @@ def make_dataset(seed, n_images=40, n_cats=6, crowd_frac=0.08, tie_scores=False)
     d["score"] = float(rng.integers(1, 6) / 5) if tie_scores else float(rng.random())
   gt = {"images": images, "annotations": anns, "categories": categories}
   return gt, dets
-
-
-def run_pycocotools(gt, dets, **param_overrides):
-  with contextlib.redirect_stdout(io.StringIO()):
-    cg = COCO()
-    cg.dataset = copy.deepcopy(gt)
-    cg.createIndex()
-    cd = cg.loadRes(copy.deepcopy(dets))
-    ev = COCOeval(cg, cd, "bbox")
-    for k, v in param_overrides.items():
-      setattr(ev.params, k, v)
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-  return ev
-
-
-def assert_same(ours, ev):
-  np.testing.assert_allclose(ours["precision"], ev.eval["precision"], rtol=0, atol=1e-6)
-  np.testing.assert_allclose(ours["recall"], ev.eval["recall"], rtol=0, atol=1e-6)
-  np.testing.assert_allclose(ours["stats"], ev.stats, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed,tie_scores", [(0, False), (1, True), (2, False), (3, True)])

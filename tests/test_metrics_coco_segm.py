@@ -8,9 +8,7 @@ detections of area 0, areas on the 32² boundary), and heavily overlapping
 masks with exact duplicates and score ties. Masks go in as compressed RLE
 (bytes and str), uncompressed RLE (crowd, as COCO stores it) and bitmaps.
 """
-import contextlib
 import copy
-import io
 
 import numpy as np
 import pytest
@@ -18,9 +16,8 @@ import pytest
 from visionjax.metrics import _rle, coco
 
 pycocotools = pytest.importorskip("pycocotools")
+from coco_reference import assert_same, run_pycocotools  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 
 def blob(rng, h, w, cx, cy, rx, ry, kind):
@@ -103,28 +100,6 @@ def make_dataset(seed, *, n_images=12, n_cats=3, crowd_frac=0.0, tiny_frac=0.0, 
   return gt, results, bitmaps, [m for _, _, m in dets]
 
 
-def run_pycocotools(gt, dets, **params):
-  gt, dets = copy.deepcopy(gt), copy.deepcopy(dets)
-  with contextlib.redirect_stdout(io.StringIO()):
-    cg = COCO()
-    cg.dataset = gt
-    cg.createIndex()
-    cd = cg.loadRes(dets)
-    ev = COCOeval(cg, cd, "segm")
-    for k, v in params.items():
-      setattr(ev.params, k, v)
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-  return ev
-
-
-def assert_same(ours, ev):
-  np.testing.assert_allclose(ours["precision"], ev.eval["precision"], rtol=0, atol=1e-6)
-  np.testing.assert_allclose(ours["recall"], ev.eval["recall"], rtol=0, atol=1e-6)
-  np.testing.assert_allclose(ours["stats"], ev.stats, rtol=0, atol=1e-6)
-
-
 CASES = {
     "crowd": dict(crowd_frac=0.35, dets_per_gt=4),
     "empty_images_and_no_gt": dict(empty_frac=0.3, no_gt_frac=0.3, background=5),
@@ -142,7 +117,7 @@ def test_segm_matches_pycocotools(case):
     assert np.sum(gt_area <= 2) >= 3 and np.sum(gt_area == 0) >= 1
     assert sum(m.sum() == 0 for m in dt_bitmaps) >= 3
   ours = coco.evaluate_coco(gt, dets, iou_type="segm")
-  ev = run_pycocotools(gt, dets)
+  ev = run_pycocotools(gt, dets, "segm")
   assert_same(ours, ev)
   assert ev.stats[1] > 0.05  # not degenerate: detections do match (AP50)
 
@@ -182,7 +157,7 @@ def test_segm_crowd_absorbs_detections_hand_checked():
                "segmentation": mask_utils.encode(np.asfortranarray(obj))})
   ours = coco.evaluate_coco(gt, dets, iou_type="segm")
   assert ours["AP"] == pytest.approx(1.0)  # precision 1 at every recall: crowd hits ignored
-  assert_same(ours, run_pycocotools(gt, dets))
+  assert_same(ours, run_pycocotools(gt, dets, "segm"))
 
 
 def test_segm_many_detections_beyond_max_dets():
@@ -199,7 +174,7 @@ def test_segm_many_detections_beyond_max_dets():
                    "score": float(rng.random()), "segmentation": encode(m, rng)})
   for max_dets in ([1, 10, 100], [1, 5, 20]):
     ours = coco.evaluate_coco(gt, dets, iou_type="segm", max_dets=max_dets)
-    assert_same(ours, run_pycocotools(gt, dets, maxDets=max_dets))
+    assert_same(ours, run_pycocotools(gt, dets, "segm", maxDets=max_dets))
 
 
 def test_bitmaps_and_padded_batches_equal_rle():
