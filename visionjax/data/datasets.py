@@ -8,6 +8,25 @@ Canonical example (all tensors; keys present as the dataset provides them):
                               convention (`visionjax.ops.boxes`)
   box_labels  int32 [N]
   box_difficult bool [N]      (VOC) excluded from evaluation
+  instances   int32 [H, W]    per-pixel instance id: 0 = background / no
+                              instance, 1..254 = an instance, 255 = void
+                              (part of no instance: VOC's boundary band)
+  box_instance int32 [N]      the id in ``instances`` of box k's mask (same
+                              order as ``boxes``); 0 = this box has no mask
+
+Instance masks (annotation kind ``'instances'``): object k's binary mask is
+``instances == box_instance[k]`` where ``box_instance[k] > 0``. Spatial
+transforms treat ``instances`` like ``mask`` (nearest neighbour, the same
+crop/flip/scale/pad) but pad it with 0, and ``box_instance`` is a ``box_*``
+key, so it is filtered with the boxes when augmentation drops some and padded
+with 0 to ``max_boxes`` (`visionjax.data.transforms`). A dataset with this
+kind lists ``num_classes['instances']`` / ``class_names['instances']`` equal
+to its box classes (no background class: the task adds it). The
+instance-segmentation batch carries ``image``, ``boxes``, ``box_labels``,
+``box_valid``, ``instances`` [B, H, W] and ``box_instance`` [B, G]; the
+per-object masks are built on device as ``(instances[b] ==
+box_instance[b, g]) & (box_instance[b, g] > 0)``. Where objects overlap, an
+id map keeps one id per pixel (which one wins is the reader's to say).
 
 TFDS's `BBoxFeature` stores boxes as normalized (ymin, xmin, ymax, xmax);
 the canonical functions below convert them (`from_tfds_bbox`), so this is
@@ -15,7 +34,7 @@ the only place that format is seen: everything downstream is xyxy.
 
 Each dataset family (the TFDS name before ``/``) registers a `DatasetAdapter`
 in `DATASETS`, saying which annotation kinds it has (``label``, ``mask``,
-``boxes``) and their classes; a task (`visionjax.tasks`) names the kind it
+``boxes``, ``instances``) and their classes; a task (`visionjax.tasks`) names the kind it
 trains on. An unknown name raises an error listing the known ones.
 
 Datasets (``config.dataset.name``; ``a+b`` trains on the train split of
@@ -44,7 +63,7 @@ import tensorflow_datasets as tfds
 
 from visionjax.data.sources import SourceFile, can_prepare_builder, prepare_builder
 
-ANNOTATIONS = ("label", "mask", "boxes")
+ANNOTATIONS = ("label", "mask", "boxes", "instances")
 
 Example = dict[str, tf.Tensor]
 
@@ -81,6 +100,7 @@ def from_tfds_bbox(bbox: tf.Tensor) -> tf.Tensor:
 
 # ------------------------------------------------------------- digit_scenes
 def _digit_scenes(f: dict) -> Example:
+  n = tf.shape(f["objects"]["label"])[0]
   return {
       "image": f["image"],
       "label": f["label"],
@@ -88,6 +108,9 @@ def _digit_scenes(f: dict) -> Example:
       "boxes": from_tfds_bbox(f["objects"]["bbox"]),
       "box_labels": tf.cast(f["objects"]["label"], tf.int32),
       "box_difficult": tf.zeros_like(f["objects"]["label"], tf.bool),
+      # Object k's digit has id k + 1 in the instance map (`scenes.render_scene`).
+      "instances": tf.cast(f["instance_mask"][..., 0], tf.int32),
+      "box_instance": tf.range(1, n + 1, dtype=tf.int32),
   }
 
 
@@ -199,9 +222,9 @@ _DIGITS = tuple(str(d) for d in range(10))
 DATASETS: dict[str, DatasetAdapter] = {
     "digit_scenes": DatasetAdapter(
         canonical=_digit_scenes,
-        num_classes={"label": 10, "boxes": 10, "mask": 11},
+        num_classes={"label": 10, "boxes": 10, "mask": 11, "instances": 10},
         class_names={"label": _DIGITS, "boxes": _DIGITS,
-                     "mask": ("background",) + _DIGITS},
+                     "mask": ("background",) + _DIGITS, "instances": _DIGITS},
         register=_register_digit_scenes),
     "cifar10": DatasetAdapter(
         canonical=_cifar10, num_classes={"label": 10},
@@ -297,7 +320,7 @@ def can_prepare(dc: ml_collections.ConfigDict, *, timeout: float = 5.0) -> bool:
 
 def num_classes(dc: ml_collections.ConfigDict, annotation: str,
                 builder: tfds.core.DatasetBuilder | None = None) -> int:
-  """Classes of ``annotation`` ('label' | 'mask' | 'boxes') in this dataset
+  """Classes of ``annotation`` (one of `ANNOTATIONS`) in this dataset
   (your own data: of ``builder``, made from ``dc`` when not given)."""
   return len(class_names(dc, annotation, builder))
 
