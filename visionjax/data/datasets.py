@@ -45,6 +45,7 @@ both configs of one family and evaluates on the first, e.g.
   cifar10                                stock TFDS builder
   voc/2007, voc/2012                     stock TFDS builders (boxes)
   voc_segmentation/{2012,2012_sbd}       `visionjax.data.voc_segmentation`
+                                         (masks, instances, boxes)
   cityscapes/semantic_segmentation       stock TFDS builder (manual download)
   image_folder, mask_folder,             your own data in ``config.dataset.path``
   coco_json, voc_xml                     (`visionjax.data.own_data`)
@@ -162,8 +163,16 @@ def _voc_sources(config):
 
 # ------------------------------------------------ PASCAL VOC segmentation
 def _voc_segmentation(f: dict) -> Example:
-  return {"image": f["image"],
-          "mask": tf.cast(f["segmentation_mask"][..., 0], tf.int32)}
+  ex = {"image": f["image"],
+        "mask": tf.cast(f["segmentation_mask"][..., 0], tf.int32)}
+  if "instance_mask" in f:  # `voc_segmentation` >= 1.1.0 (not mask_folder)
+    o = f["objects"]
+    labels = tf.cast(o["label"], tf.int32)
+    ex.update(instances=tf.cast(f["instance_mask"][..., 0], tf.int32),
+              boxes=from_tfds_bbox(o["bbox"]), box_labels=labels,
+              box_difficult=tf.zeros_like(labels, tf.bool),
+              box_instance=tf.cast(o["id"], tf.int32))
+  return ex
 
 
 def _register_voc_segmentation() -> None:
@@ -234,8 +243,10 @@ DATASETS: dict[str, DatasetAdapter] = {
         class_names={"boxes": VOC_CLASSES, "label": VOC_CLASSES},
         sources=_voc_sources),
     "voc_segmentation": DatasetAdapter(
-        canonical=_voc_segmentation, num_classes={"mask": 21},
-        class_names={"mask": ("background",) + VOC_CLASSES},
+        canonical=_voc_segmentation,
+        num_classes={"mask": 21, "instances": 20, "boxes": 20},
+        class_names={"mask": ("background",) + VOC_CLASSES, "instances": VOC_CLASSES,
+                     "boxes": VOC_CLASSES},
         register=_register_voc_segmentation, sources=_voc_segmentation_sources),
     "cityscapes": DatasetAdapter(
         canonical=_cityscapes, num_classes={"mask": 19},
