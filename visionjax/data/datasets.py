@@ -48,7 +48,8 @@ both configs of one family and evaluates on the first, e.g.
                                          (masks, instances, boxes)
   cityscapes/semantic_segmentation       stock TFDS builder (manual download)
   image_folder, mask_folder,             your own data in ``config.dataset.path``
-  coco_json, voc_xml                     (`visionjax.data.own_data`)
+  coco_json, voc_xml                     (`visionjax.data.own_data`; coco_json
+                                         also instances)
 
 Where the archives come from and how a builder is prepared from them:
 `visionjax.data.sources`.
@@ -144,9 +145,13 @@ def _voc(f: dict) -> Example:
   o = f["objects"]
   labels = tf.cast(o["label"], tf.int32)
   boxes = from_tfds_bbox(o["bbox"])
-  return {"image": f["image"], "boxes": boxes, "box_labels": labels,
-          "box_difficult": tf.cast(o["is_difficult"], tf.bool),
-          "label": largest_object(boxes, labels)[0]}
+  ex = {"image": f["image"], "boxes": boxes, "box_labels": labels,
+        "box_difficult": tf.cast(o["is_difficult"], tf.bool),
+        "label": largest_object(boxes, labels)[0]}
+  if "instance_mask" in f:  # coco_json (your own data) >= 1.1.0
+    ex["instances"] = tf.cast(f["instance_mask"][..., 0], tf.int32)
+    ex["box_instance"] = tf.cast(o["instance"], tf.int32)
+  return ex
 
 
 _VOC_OFFICIAL = "http://host.robots.ox.ac.uk/pascal/VOC/"
@@ -255,7 +260,7 @@ DATASETS: dict[str, DatasetAdapter] = {
     # Your own data: the same features as the stock builders above.
     "image_folder": _own(_cifar10, ("label",)),
     "mask_folder": _own(_voc_segmentation, ("mask",)),
-    "coco_json": _own(_voc, ("boxes", "label")),
+    "coco_json": _own(_voc, ("boxes", "label", "instances")),
     "voc_xml": _own(_voc, ("boxes", "label")),
 }
 
