@@ -22,7 +22,9 @@ and the two built-in quickstarts), in ``--rounds`` alternating rounds (old
 then new, then new then old, ...) so machine load hits both alike, and
 prints the median images/s of each and the median of the per-round new/old
 ratios: the change must not slow any pipeline. Timings on a shared machine
-are noisy; compare ratios.
+are noisy; compare ratios. It also prints the process CPU time per image of
+each (the work, which machine load hardly changes) and their median
+per-round ratio.
 
   python benchmarks/resume.py [--steps 100,10000] [--repeats 2] [--no_resume]
       [--throughput 10 [--rounds 6] [--min_seconds 3] [--pipelines all]]
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -87,17 +90,28 @@ def first_batch_seconds(make, start_step: int) -> float:
   return time.perf_counter() - t
 
 
-def images_per_sec(make, batches: int, min_seconds: float = 0.0) -> float:
-  """Images/s over at least ``batches`` batches and ``min_seconds`` (a few
-  milliseconds of a fast pipeline are all noise), after two warm-up batches,
-  from step 0."""
+def process_cpu_seconds() -> float:
+  """User + system CPU seconds of this process, all threads (tf.data's too)."""
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def images_per_sec(make, batches: int, min_seconds: float = 0.0) -> tuple[float, float]:
+  """``(images/s, process CPU seconds per image)`` over at least ``batches``
+  batches and ``min_seconds`` (a few milliseconds of a fast pipeline are all
+  noise), after two warm-up batches, from step 0.
+
+  The CPU figure is the work per image; on a loaded machine it varies far
+  less than the wall-clock rate, which also depends on how much of the
+  machine this process gets (it includes what tf.data computes ahead).
+  """
   it = make(0).as_numpy_iterator()
   next(it), next(it)
-  n, k, t = 0, 0, time.perf_counter()
+  n, k, t, c = 0, 0, time.perf_counter(), process_cpu_seconds()
   while k < batches or time.perf_counter() - t < min_seconds:
     n += len(next(it)["image"])
     k += 1
-  return n / (time.perf_counter() - t)
+  return n / (time.perf_counter() - t), (process_cpu_seconds() - c) / n
 
 
 def implementations(exp, config) -> dict:
@@ -139,23 +153,30 @@ def throughput_table(args) -> None:
   configs = {name: input_pipeline.prepared_config(name, args.workdir, folders)
              for name in names}  # prepared first: TFDS's messages stay out of the table
   print(f"\nimages/s over at least {args.throughput} batches and {args.min_seconds:g} s from "
-        f"step 0 (after 2 warm-up batches), {args.rounds} alternating rounds, medians:")
+        f"step 0 (after 2 warm-up batches), {args.rounds} alternating rounds, medians; "
+        f"load average {os.getloadavg()[0]:.1f}.\n'cpu old/new': process CPU ms per image, "
+        "old over new (above 1: the new pipeline does less work per image)")
   print(f"{'pipeline':<11}{'batch':>6}{'train n':>8}{'old img/s':>11}{'new img/s':>11}"
-        f"{'new/old':>9}{'  per-round new/old':<}")
+        f"{'new/old':>9}{'old ms':>8}{'new ms':>8}{'cpu old/new':>12}{'  per-round new/old':<}")
   for name, c in configs.items():
     exp = loop.build(c, devices=jax.devices()[:1])  # builds no model: cheap
     impls = implementations(exp, c)
-    rates = {k: [] for k in impls}
+    rates, cpu = {k: [] for k in impls}, {k: [] for k in impls}
     for r in range(args.rounds):
       for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
-        rates[k].append(images_per_sec(impls[k], args.throughput, args.min_seconds))
+        rate, seconds = images_per_sec(impls[k], args.throughput, args.min_seconds)
+        rates[k].append(rate)
+        cpu[k].append(seconds)
     ratios = [n / o for n, o in zip(rates["new"], rates["old"])]
+    cpu_ratios = [o / n for n, o in zip(cpu["new"], cpu["old"])]
     # 'train n' (this host's train examples): the fixture splits are tiny,
     # and the new pipeline starts each epoch afresh (a new shuffle of the
     # split), which a split smaller than a batch does several times per batch.
     n = pipeline.max_host_share(exp.data, c.dataset.train_split, all_datasets=True)
     print(f"{name:<11}{c.batch_size:>6}{n:>8}{np.median(rates['old']):>11.1f}"
-          f"{np.median(rates['new']):>11.1f}{np.median(ratios):>9.2f}  "
+          f"{np.median(rates['new']):>11.1f}{np.median(ratios):>9.2f}"
+          f"{1e3 * np.median(cpu['old']):>8.2f}{1e3 * np.median(cpu['new']):>8.2f}"
+          f"{np.median(cpu_ratios):>12.2f}  "
           + " ".join(f"{x:.2f}" for x in ratios), flush=True)
 
 
