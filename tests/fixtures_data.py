@@ -10,9 +10,10 @@ the builders' and pipelines' output with known pixels, labels and boxes:
 * `write_voc`: ``VOCtrainval_*.tar`` / ``VOCtest_*.tar`` / ``VOC2012test.tar``
   with a ``VOCdevkit/VOC<year>/`` tree: JPEGs, XML annotations (1-based pixel
   coordinates), ``ImageSets/{Main,Segmentation}``, palettized PNG masks in
-  ``SegmentationClass`` (class ids 0-20, 255 on a 1-pixel object border).
-* `write_sbd`: ``benchmark.tgz`` (``benchmark_RELEASE/dataset/{img,cls}`` with
-  MATLAB ``GTcls`` structs, ``train.txt``, ``val.txt``).
+  ``SegmentationClass`` (class ids 0-20, 255 on a 1-pixel object border) and
+  ``SegmentationObject`` (index i = the XML's i-th object, same border).
+* `write_sbd`: ``benchmark.tgz`` (``benchmark_RELEASE/dataset/{img,cls,inst}``
+  with MATLAB ``GTcls`` / ``GTinst`` structs, ``train.txt``, ``val.txt``).
 * `write_cityscapes`: ``leftImg8bit_trainvaltest.zip`` and
   ``gtFine_trainvaltest.zip`` with ``<root>/<split>/<city>/`` 1024x2048 PNGs
   named ``<city>_<seq>_<frame>_{leftImg8bit,gtFine_labelIds}.png``.
@@ -138,8 +139,11 @@ def voc_palette() -> list[int]:
   return pal
 
 
-def voc_image(image_id: str, h: int, w: int, objects: list[dict], bg=(70, 80, 90)):
-  """Image, class-id mask (255 border) for solid rectangles.
+def voc_image(image_id: str, h: int, w: int, objects: list[dict], bg=(70, 80, 90),
+              instances: bool = False):
+  """Image, class-id mask (255 border) for solid rectangles, and with
+  ``instances`` the object-index mask (i + 1 on ``objects[i]``, same border)
+  as a third value.
 
   ``objects``: dicts with ``cls`` (1-based VOC class id), ``rows`` (r0, r1)
   and ``cols`` (c0, c1), 0-based inclusive, and a ``colour``.
@@ -147,14 +151,17 @@ def voc_image(image_id: str, h: int, w: int, objects: list[dict], bg=(70, 80, 90
   img = np.empty((h, w, 3), np.uint8)
   img[:] = bg
   mask = np.zeros((h, w), np.uint8)
+  ids = np.zeros((h, w), np.uint8)
   for o in objects:
     (r0, r1), (c0, c1) = o["rows"], o["cols"]
     mask[max(r0 - 1, 0):r1 + 2, max(c0 - 1, 0):c1 + 2] = 255  # VOC's void border
-  for o in objects:
+    ids[max(r0 - 1, 0):r1 + 2, max(c0 - 1, 0):c1 + 2] = 255
+  for i, o in enumerate(objects):
     (r0, r1), (c0, c1) = o["rows"], o["cols"]
     img[r0:r1 + 1, c0:c1 + 1] = o["colour"]
     mask[r0:r1 + 1, c0:c1 + 1] = o["cls"]
-  return img, mask
+    ids[r0:r1 + 1, c0:c1 + 1] = i + 1
+  return (img, mask, ids) if instances else (img, mask)
 
 
 def voc_xml(image_id: str, year: str, h: int, w: int, objects: list[dict]) -> bytes:
@@ -229,7 +236,7 @@ def write_voc(folder: str, year: str, scale: int = 1) -> dict[str, dict]:
   for image_id, e in examples.items():
     split = e["sets"][0]
     tar = test if split == "test" else trainval
-    img, mask = voc_image(image_id, e["h"], e["w"], e["objects"])
+    img, mask, inst = voc_image(image_id, e["h"], e["w"], e["objects"], instances=True)
     jpeg = _jpeg(img)
     _add_bytes(tar, root + f"JPEGImages/{image_id}.jpg", jpeg)
     if year == "2007" or split != "test":  # VOC 2012 test has no annotations
@@ -237,10 +244,12 @@ def write_voc(folder: str, year: str, scale: int = 1) -> dict[str, dict]:
                  voc_xml(image_id, year, e["h"], e["w"], e["objects"]))
     if split != "test":
       _add_bytes(tar, root + f"SegmentationClass/{image_id}.png", _png(mask, palette))
+      _add_bytes(tar, root + f"SegmentationObject/{image_id}.png", _png(inst, palette))
     sets[split].append(image_id)
     h, w = e["h"], e["w"]
     truth[image_id] = dict(
         image=img, jpeg=jpeg, mask=mask.astype(np.int32), split=split,
+        instances=inst.astype(np.int32), objects=e["objects"],
         boxes=np.array([[(o["rows"][0] + 1) / h, (o["cols"][0] + 1) / w,
                          (o["rows"][1] + 1) / h, (o["cols"][1] + 1) / w]
                         for o in e["objects"]], np.float32),
@@ -267,8 +276,12 @@ def write_sbd(folder: str, voc_truth: dict[str, dict]) -> dict[str, dict]:
   """``benchmark.tgz``: three SBD-only images plus two that VOC also has.
 
   One shares an id with a VOC train image (its VOC mask must win), one with a
-  VOC val image (it must stay out of train_aug). Returns the SBD-only ones.
+  VOC val image (it must stay out of train_aug). The first image has one
+  instance, the others two of the same class (``GTinst`` written as SBD's:
+  ``Segmentation`` uint8 id map, ``Boundaries`` a K x 1 cell of sparse
+  matrices, ``Categories`` K x 1). Returns the SBD-only ones.
   """
+  from scipy import sparse
   from scipy.io import savemat
   os.makedirs(folder, exist_ok=True)
   root = "benchmark_RELEASE/dataset/"
@@ -279,17 +292,29 @@ def write_sbd(folder: str, voc_truth: dict[str, dict]) -> dict[str, dict]:
     ids = [f"2011_00000{i}" for i in range(1, 4)] + [voc_train[0], voc_val[0]]
     for k, image_id in enumerate(ids):
       h, w = 30 + 2 * k, 40
-      img, mask = voc_image(image_id, h, w, [dict(
-          cls=k + 2, rows=(5, 20), cols=(5 + k, 30), colour=(200, 40 * k, 90))])
+      objects = [dict(cls=k + 2, rows=(5, 20), cols=(5 + k, 30), colour=(200, 40 * k, 90)),
+                 dict(cls=k + 2, rows=(23, 27), cols=(8, 36), colour=(20, 200, 40 * k))]
+      objects = objects[:1 + (k > 0)]
+      img, mask, inst = voc_image(image_id, h, w, objects, instances=True)
       mask[mask == 255] = 0  # SBD masks have no void border
+      inst[inst == 255] = 0
       buf = io.BytesIO()
       savemat(buf, {"GTcls": {"Segmentation": mask, "Boundaries": np.zeros((1, 20)),
                               "CategoriesPresent": np.array([k + 2], np.uint8)}})
       _add_bytes(tar, root + f"cls/{image_id}.mat", buf.getvalue())
+      bounds = np.empty((len(objects), 1), object)
+      for i in range(len(objects)):
+        bounds[i, 0] = sparse.csc_matrix((inst == i + 1).astype(np.uint8))
+      buf = io.BytesIO()
+      savemat(buf, {"GTinst": {"Segmentation": inst, "Boundaries": bounds,
+                               "Categories": np.array([[o["cls"]] for o in objects],
+                                                      np.uint8)}})
+      _add_bytes(tar, root + f"inst/{image_id}.mat", buf.getvalue())
       jpeg = _jpeg(img)
       _add_bytes(tar, root + f"img/{image_id}.jpg", jpeg)
       if image_id.startswith("2011"):
-        truth[image_id] = dict(image=img, jpeg=jpeg, mask=mask.astype(np.int32))
+        truth[image_id] = dict(image=img, jpeg=jpeg, mask=mask.astype(np.int32),
+                               instances=inst.astype(np.int32), objects=objects)
     _add_bytes(tar, root + "train.txt", "\n".join(ids[:3] + ids[4:]).encode())
     _add_bytes(tar, root + "val.txt", (ids[3] + "\n").encode())
   return truth

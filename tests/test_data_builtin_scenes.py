@@ -73,6 +73,7 @@ def test_tfds_builder_round_trips_the_rendered_scene(tiny_data_dir):
     assert len(match) == 1
     s = match[0]
     np.testing.assert_array_equal(ex["segmentation_mask"][..., 0], s["mask"])
+    np.testing.assert_array_equal(ex["instance_mask"][..., 0], s["instances"])
     np.testing.assert_allclose(ex["objects"]["bbox"], s["bbox"], atol=1e-6)
     np.testing.assert_array_equal(ex["objects"]["label"], s["bbox_label"])
     assert ex["label"] == s["label"]

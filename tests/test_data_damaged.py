@@ -12,10 +12,10 @@ import shutil
 import pytest
 from spine_fixtures import tiny_config
 
-from visionjax.data import prepared
+from visionjax.data import builtin, prepared
 from visionjax.train import loop
 
-VERSION = os.path.join("digit_scenes", "tiny", "1.0.0")
+VERSION = os.path.join("digit_scenes", "tiny", str(builtin.DigitScenes.VERSION))
 TRAIN = "digit_scenes-train.tfrecord-00000-of-00001"
 TEST = "digit_scenes-test.tfrecord-00000-of-00001"
 

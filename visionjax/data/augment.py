@@ -1,10 +1,11 @@
 """Augmentations on canonical examples, as small ``(seed, ex) -> ex`` factories.
 
 A canonical example is a dict with ``image`` uint8 [H, W, 3] and, depending on
-the dataset, ``label`` [], ``mask`` int32 [H, W] (255 = ignore) and ``boxes``
+the dataset, ``label`` [], ``mask`` int32 [H, W] (255 = ignore), ``instances``
+int32 [H, W] (instance ids, 0 = none) and ``boxes``
 [N, 4] normalized (x1, y1, x2, y2) ('xyxy', the package convention of
-`visionjax.ops.boxes`) with per-box ``box_*`` keys. Every
-op keeps image, mask and boxes in sync (the geometry lives in
+`visionjax.ops.boxes`) with per-box ``box_*`` keys (``box_instance`` among
+them). Every op keeps image, mask, instances and boxes in sync (the geometry lives in
 `visionjax.data.transforms`; ops here only draw parameters) and draws its
 randomness from stateless TF ops seeded by ``seed`` (an integer [2] tensor),
 so a pipeline is deterministic given its seed and works both eagerly and

@@ -6,6 +6,8 @@ downloaded: `_generate_examples` renders scenes from scikit-learn's digits
 (see `visionjax.data.scenes`). Features follow the layout of the stock TFDS
 detection/segmentation datasets (VOC-style normalized boxes,
 ``segmentation_mask`` as a single-channel PNG) so the same adapters serve both.
+``instance_mask`` (single-channel PNG, like ``segmentation_mask``) holds the
+instance id of every pixel: 0 background, k+1 the digit of ``objects[k]``.
 
 Configs:
   scenes64  64x64 scenes with 1-3 digits: 6,000 train / 1,000 test.
@@ -33,8 +35,12 @@ class DigitScenesConfig(tfds.core.BuilderConfig):
 class DigitScenes(tfds.core.GeneratorBasedBuilder):
   """Handwritten digits pasted on cluttered colour backgrounds."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Adds instance_mask: per-pixel instance ids (0 background, k+1 = "
+               "objects[k]); every other feature is unchanged.",
+  }
   BUILDER_CONFIGS = [
       DigitScenesConfig(name="scenes64", description="64x64, 1-3 digits",
                         spec=scenes.SceneSpec()),
@@ -65,6 +71,8 @@ class DigitScenes(tfds.core.GeneratorBasedBuilder):
             "label": digit,
             "segmentation_mask": tfds.features.Image(
                 shape=(spec.height, spec.width, 1)),
+            "instance_mask": tfds.features.Image(
+                shape=(spec.height, spec.width, 1)),
             "objects": tfds.features.Sequence({
                 "bbox": tfds.features.BBoxFeature(),
                 "label": tfds.features.ClassLabel(
@@ -88,6 +96,7 @@ class DigitScenes(tfds.core.GeneratorBasedBuilder):
           "image": s["image"],
           "label": int(s["label"]),
           "segmentation_mask": s["mask"][..., None],
+          "instance_mask": s["instances"][..., None],
           "objects": {
               "bbox": [tfds.features.BBox(*map(float, b)) for b in s["bbox"]],
               "label": s["bbox_label"].astype(np.int64),

@@ -8,6 +8,25 @@ Canonical example (all tensors; keys present as the dataset provides them):
                               convention (`visionjax.ops.boxes`)
   box_labels  int32 [N]
   box_difficult bool [N]      (VOC) excluded from evaluation
+  instances   int32 [H, W]    per-pixel instance id: 0 = background / no
+                              instance, 1..254 = an instance, 255 = void
+                              (part of no instance: VOC's boundary band)
+  box_instance int32 [N]      the id in ``instances`` of box k's mask (same
+                              order as ``boxes``); 0 = this box has no mask
+
+Instance masks (annotation kind ``'instances'``): object k's binary mask is
+``instances == box_instance[k]`` where ``box_instance[k] > 0``. Spatial
+transforms treat ``instances`` like ``mask`` (nearest neighbour, the same
+crop/flip/scale/pad) but pad it with 0, and ``box_instance`` is a ``box_*``
+key, so it is filtered with the boxes when augmentation drops some and padded
+with 0 to ``max_boxes`` (`visionjax.data.transforms`). A dataset with this
+kind lists ``num_classes['instances']`` / ``class_names['instances']`` equal
+to its box classes (no background class: the task adds it). The
+instance-segmentation batch carries ``image``, ``boxes``, ``box_labels``,
+``box_valid``, ``instances`` [B, H, W] and ``box_instance`` [B, G]; the
+per-object masks are built on device as ``(instances[b] ==
+box_instance[b, g]) & (box_instance[b, g] > 0)``. Where objects overlap, an
+id map keeps one id per pixel (which one wins is the reader's to say).
 
 TFDS's `BBoxFeature` stores boxes as normalized (ymin, xmin, ymax, xmax);
 the canonical functions below convert them (`from_tfds_bbox`), so this is
@@ -15,7 +34,7 @@ the only place that format is seen: everything downstream is xyxy.
 
 Each dataset family (the TFDS name before ``/``) registers a `DatasetAdapter`
 in `DATASETS`, saying which annotation kinds it has (``label``, ``mask``,
-``boxes``) and their classes; a task (`visionjax.tasks`) names the kind it
+``boxes``, ``instances``) and their classes; a task (`visionjax.tasks`) names the kind it
 trains on. An unknown name raises an error listing the known ones.
 
 Datasets (``config.dataset.name``; ``a+b`` trains on the train split of
@@ -26,9 +45,11 @@ both configs of one family and evaluates on the first, e.g.
   cifar10                                stock TFDS builder
   voc/2007, voc/2012                     stock TFDS builders (boxes)
   voc_segmentation/{2012,2012_sbd}       `visionjax.data.voc_segmentation`
+                                         (masks, instances, boxes)
   cityscapes/semantic_segmentation       stock TFDS builder (manual download)
   image_folder, mask_folder,             your own data in ``config.dataset.path``
-  coco_json, voc_xml                     (`visionjax.data.own_data`)
+  coco_json, voc_xml                     (`visionjax.data.own_data`; coco_json
+                                         also instances)
 
 Where the archives come from and how a builder is prepared from them:
 `visionjax.data.sources`.
@@ -44,7 +65,7 @@ import tensorflow_datasets as tfds
 
 from visionjax.data.sources import SourceFile, can_prepare_builder, prepare_builder
 
-ANNOTATIONS = ("label", "mask", "boxes")
+ANNOTATIONS = ("label", "mask", "boxes", "instances")
 
 Example = dict[str, tf.Tensor]
 
@@ -81,6 +102,7 @@ def from_tfds_bbox(bbox: tf.Tensor) -> tf.Tensor:
 
 # ------------------------------------------------------------- digit_scenes
 def _digit_scenes(f: dict) -> Example:
+  n = tf.shape(f["objects"]["label"])[0]
   return {
       "image": f["image"],
       "label": f["label"],
@@ -88,6 +110,9 @@ def _digit_scenes(f: dict) -> Example:
       "boxes": from_tfds_bbox(f["objects"]["bbox"]),
       "box_labels": tf.cast(f["objects"]["label"], tf.int32),
       "box_difficult": tf.zeros_like(f["objects"]["label"], tf.bool),
+      # Object k's digit has id k + 1 in the instance map (`scenes.render_scene`).
+      "instances": tf.cast(f["instance_mask"][..., 0], tf.int32),
+      "box_instance": tf.range(1, n + 1, dtype=tf.int32),
   }
 
 
@@ -120,9 +145,13 @@ def _voc(f: dict) -> Example:
   o = f["objects"]
   labels = tf.cast(o["label"], tf.int32)
   boxes = from_tfds_bbox(o["bbox"])
-  return {"image": f["image"], "boxes": boxes, "box_labels": labels,
-          "box_difficult": tf.cast(o["is_difficult"], tf.bool),
-          "label": largest_object(boxes, labels)[0]}
+  ex = {"image": f["image"], "boxes": boxes, "box_labels": labels,
+        "box_difficult": tf.cast(o["is_difficult"], tf.bool),
+        "label": largest_object(boxes, labels)[0]}
+  if "instance_mask" in f:  # coco_json (your own data) >= 1.1.0
+    ex["instances"] = tf.cast(f["instance_mask"][..., 0], tf.int32)
+    ex["box_instance"] = tf.cast(o["instance"], tf.int32)
+  return ex
 
 
 _VOC_OFFICIAL = "http://host.robots.ox.ac.uk/pascal/VOC/"
@@ -139,8 +168,16 @@ def _voc_sources(config):
 
 # ------------------------------------------------ PASCAL VOC segmentation
 def _voc_segmentation(f: dict) -> Example:
-  return {"image": f["image"],
-          "mask": tf.cast(f["segmentation_mask"][..., 0], tf.int32)}
+  ex = {"image": f["image"],
+        "mask": tf.cast(f["segmentation_mask"][..., 0], tf.int32)}
+  if "instance_mask" in f:  # `voc_segmentation` >= 1.1.0 (not mask_folder)
+    o = f["objects"]
+    labels = tf.cast(o["label"], tf.int32)
+    ex.update(instances=tf.cast(f["instance_mask"][..., 0], tf.int32),
+              boxes=from_tfds_bbox(o["bbox"]), box_labels=labels,
+              box_difficult=tf.zeros_like(labels, tf.bool),
+              box_instance=tf.cast(o["id"], tf.int32))
+  return ex
 
 
 def _register_voc_segmentation() -> None:
@@ -199,9 +236,9 @@ _DIGITS = tuple(str(d) for d in range(10))
 DATASETS: dict[str, DatasetAdapter] = {
     "digit_scenes": DatasetAdapter(
         canonical=_digit_scenes,
-        num_classes={"label": 10, "boxes": 10, "mask": 11},
+        num_classes={"label": 10, "boxes": 10, "mask": 11, "instances": 10},
         class_names={"label": _DIGITS, "boxes": _DIGITS,
-                     "mask": ("background",) + _DIGITS},
+                     "mask": ("background",) + _DIGITS, "instances": _DIGITS},
         register=_register_digit_scenes),
     "cifar10": DatasetAdapter(
         canonical=_cifar10, num_classes={"label": 10},
@@ -211,8 +248,10 @@ DATASETS: dict[str, DatasetAdapter] = {
         class_names={"boxes": VOC_CLASSES, "label": VOC_CLASSES},
         sources=_voc_sources),
     "voc_segmentation": DatasetAdapter(
-        canonical=_voc_segmentation, num_classes={"mask": 21},
-        class_names={"mask": ("background",) + VOC_CLASSES},
+        canonical=_voc_segmentation,
+        num_classes={"mask": 21, "instances": 20, "boxes": 20},
+        class_names={"mask": ("background",) + VOC_CLASSES, "instances": VOC_CLASSES,
+                     "boxes": VOC_CLASSES},
         register=_register_voc_segmentation, sources=_voc_segmentation_sources),
     "cityscapes": DatasetAdapter(
         canonical=_cityscapes, num_classes={"mask": 19},
@@ -221,7 +260,7 @@ DATASETS: dict[str, DatasetAdapter] = {
     # Your own data: the same features as the stock builders above.
     "image_folder": _own(_cifar10, ("label",)),
     "mask_folder": _own(_voc_segmentation, ("mask",)),
-    "coco_json": _own(_voc, ("boxes", "label")),
+    "coco_json": _own(_voc, ("boxes", "label", "instances")),
     "voc_xml": _own(_voc, ("boxes", "label")),
 }
 
@@ -297,7 +336,7 @@ def can_prepare(dc: ml_collections.ConfigDict, *, timeout: float = 5.0) -> bool:
 
 def num_classes(dc: ml_collections.ConfigDict, annotation: str,
                 builder: tfds.core.DatasetBuilder | None = None) -> int:
-  """Classes of ``annotation`` ('label' | 'mask' | 'boxes') in this dataset
+  """Classes of ``annotation`` (one of `ANNOTATIONS`) in this dataset
   (your own data: of ``builder``, made from ``dc`` when not given)."""
   return len(class_names(dc, annotation, builder))
 

@@ -18,7 +18,8 @@ Layouts (``<split>`` is any folder / file name: ``train``, ``test``, ...):
                  (or images/<id>.jpg + masks/<id>.png: ``train``) and
                  <root>/classes.txt, line k naming class id k.
   coco_json      <root>/annotations/instances_<split>.json, its images in
-                 <root>/<split>/ or <root>/images/<split>/ or <root>/images/.
+                 <root>/<split>/ or <root>/images/<split>/ or <root>/images/;
+                 ``segmentation`` (polygons or RLE) gives instance masks.
   voc_xml        <root>/Annotations/<id>.xml + <root>/JPEGImages/<id>.jpg;
                  splits from <root>/ImageSets/Main/<split>.txt (else all of
                  them are ``train``); optional <root>/classes.txt, else the
@@ -174,7 +175,9 @@ def _coco_images_dir(root: epath.Path, split: str) -> epath.Path:
 
 
 def coco_json(root: epath.Path) -> tuple[tuple[str, ...], Splits]:
-  """Detection: COCO instances files, one per split."""
+  """Detection and instance segmentation: COCO instances files, one per split
+  (``iscrowd`` objects are marked ``difficult``; their ``segmentation`` is
+  kept for the builder, as every object's)."""
   ann_dir = root / "annotations"
   _need_dir(ann_dir, "<root>/annotations/instances_<split>.json")
   files = {m.group(1): p for p in _visible(ann_dir)
@@ -210,13 +213,17 @@ def coco_json(root: epath.Path) -> tuple[tuple[str, ...], Splits]:
       by_image[a["image_id"]].append(a)
     examples = []
     for im in images:
-      x = [a["bbox"] for a in by_image[int(im["id"])]]
+      mine = by_image[int(im["id"])]
+      x = [a["bbox"] for a in mine]
       examples.append({
           "image": folder / im["file_name"], "source": f"{path}: image id {im['id']}",
           "size": (int(im["width"]), int(im["height"])),
           "boxes": [(b[0], b[1], b[0] + b[2], b[1] + b[3]) for b in x],
-          "labels": [index[a["category_id"]] for a in by_image[int(im["id"])]],
-          "difficult": [bool(a.get("iscrowd", 0)) for a in by_image[int(im["id"])]]})
+          "labels": [index[a["category_id"]] for a in mine],
+          "difficult": [bool(a.get("iscrowd", 0)) for a in mine],
+          # Rasterized by the builder (`own_data.OwnCocoJson`), per object.
+          "segmentations": [a.get("segmentation") for a in mine],
+          "annotation_ids": [a.get("id") for a in mine]})
     splits[split] = examples
   return names, splits
 

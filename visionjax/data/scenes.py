@@ -10,7 +10,9 @@ backgrounds. Every scene carries, at once:
   format TFDS's ``BBoxFeature`` requires, because these are the built-in
   dataset's TFDS records; `visionjax.data.datasets.from_tfds_bbox` converts
   them to the package's xyxy when examples are read),
-* a per-pixel class mask (0 = background, ``d + 1`` = digit ``d``).
+* a per-pixel class mask (0 = background, ``d + 1`` = digit ``d``),
+* a per-pixel instance map (0 = background, ``k + 1`` = the k-th box's
+  digit): each digit is one instance, and digits never overlap.
 
 So one dataset serves classification, localization, detection and semantic
 segmentation, and needs no download. Rendering is plain NumPy, deterministic
@@ -47,6 +49,13 @@ class SceneSpec:
   centre_jitter: int = -1   # >= 0: one digit near the centre, +- this many pixels
   num_train: int = 6000
   num_test: int = 1000
+
+  def __post_init__(self):
+    # Instance ids 1..254 fit the uint8 instance map (255 means void).
+    if not 0 <= self.min_objects <= self.max_objects <= 254:
+      raise ValueError(f"SceneSpec: need 0 <= min_objects <= max_objects <= 254 "
+                       f"(instance ids are uint8, 255 = void), got min_objects="
+                       f"{self.min_objects}, max_objects={self.max_objects}")
 
 
 def digit_sources(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -143,12 +152,18 @@ def render_scene(rng: np.random.Generator, sources: tuple[np.ndarray, np.ndarray
   ``bbox`` float32 [N, 4] normalized (ymin, xmin, ymax, xmax) with the
   half-open pixel extent divided by the image size (TFDS ``BBoxFeature``'s
   yxyx, since this is a TFDS record; the canonical example is xyxy),
-  ``bbox_label`` int64 [N].
+  ``bbox_label`` int64 [N], ``instances`` uint8 [H, W] (0 background,
+  k+1 on the ink pixels of the digit of ``bbox[k]``: the same pixels as its
+  ``mask`` class, so ``bbox[k]`` is their tight extent).
+
+  The instance map draws no random numbers: every other output is the same
+  as before it existed, for the same ``rng``.
   """
   images, labels = sources
   h, w = spec.height, spec.width
   canvas = _background(rng, spec)
   mask = np.zeros((h, w), np.uint8)
+  instances = np.zeros((h, w), np.uint8)
   boxes, classes, areas = [], [], []
   placed: list[tuple[int, int, int, int]] = []
   n = int(rng.integers(spec.min_objects, spec.max_objects + 1))
@@ -176,6 +191,7 @@ def render_scene(rng: np.random.Generator, sources: tuple[np.ndarray, np.ndarray
     canvas[y0:y0 + size, x0:x0 + size] = (
         region * (1 - ink[..., None]) + colour[None, None] * ink[..., None])
     mask[y0:y0 + size, x0:x0 + size][on] = labels[k] + 1
+    instances[y0:y0 + size, x0:x0 + size][on] = len(boxes) + 1  # before the append
     ys, xs = np.nonzero(on)
     boxes.append([(y0 + ys.min()) / h, (x0 + xs.min()) / w,
                   (y0 + ys.max() + 1) / h, (x0 + xs.max() + 1) / w])
@@ -191,6 +207,7 @@ def render_scene(rng: np.random.Generator, sources: tuple[np.ndarray, np.ndarray
       "label": np.int64(label),
       "bbox": np.asarray(boxes, np.float32).reshape(-1, 4),
       "bbox_label": np.asarray(classes, np.int64),
+      "instances": instances,
   }
 
 

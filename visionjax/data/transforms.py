@@ -5,11 +5,14 @@ explicit parameters, and returns the transformed example:
 
 * ``image`` uint8 [H, W, 3] is resampled bilinearly (rounded back to uint8),
 * ``mask`` int32 [H, W] by nearest neighbour, new pixels get `IGNORE` (255),
+* ``instances`` int32 [H, W] (instance ids) exactly like ``mask``, but new
+  pixels get 0 (no instance): `PER_PIXEL` lists these keys and their fill,
 * ``boxes`` float32 [N, 4] normalized (x1, y1, x2, y2) ('xyxy', the package
   convention of `visionjax.ops.boxes`) are mapped by the same geometry,
   clipped to the frame, and dropped (together with every other per-box key,
   ``box_*``) when less than ``min_size_px`` of them is left. In pixels they
-  are the normalized boxes times (W, H, W, H) (`pixel_boxes`).
+  are the normalized boxes times (W, H, W, H) (`pixel_boxes`). So
+  ``box_instance`` (box k's id in ``instances``) stays aligned with them.
 
 The random augmentations in `visionjax.data.augment` only sample parameters
 and call these, so the geometry is tested once, against NumPy references, with
@@ -28,6 +31,14 @@ import tensorflow as tf
 Example = dict[str, tf.Tensor]
 IGNORE = 255
 MIN_BOX_PX = 1.0  # a box keeps at least this many pixels of height and width
+# Per-pixel int32 label maps -> the value of pixels a transform brings in:
+# class masks are ignored there, instance maps have no instance there.
+PER_PIXEL = {"mask": IGNORE, "instances": 0}
+
+
+def _per_pixel(ex: Example) -> list[tuple[str, int]]:
+  """The example's per-pixel label maps (`PER_PIXEL` keys) and their fill."""
+  return [(k, fill) for k, fill in PER_PIXEL.items() if k in ex]
 
 
 def hw(ex: Example) -> tuple[tf.Tensor, tf.Tensor]:
@@ -116,7 +127,7 @@ def crop_or_pad(ex: Example, top, left, height, width,
 
   The window may extend past the image (negative ``top``/``left`` or beyond
   the far edge): image pixels there are ``fill`` (per channel, rounded to
-  uint8), mask pixels `IGNORE`. So this one function implements cropping,
+  uint8), mask pixels `IGNORE`, instance pixels 0. So this one function implements cropping,
   padding and the SSD zoom-out canvas.
   """
   top, left = tf.cast(top, tf.int32), tf.cast(left, tf.int32)
@@ -125,8 +136,8 @@ def crop_or_pad(ex: Example, top, left, height, width,
   fill_u8 = tf.cast(tf.clip_by_value(tf.round(_fill(fill)), 0.0, 255.0), tf.uint8)
   out["image"] = _pad_window(tf.cast(ex["image"], tf.uint8), top, left, height,
                              width, fill_u8)
-  if "mask" in ex:
-    out["mask"] = _pad_window(ex["mask"], top, left, height, width, IGNORE)
+  for k, pad in _per_pixel(ex):
+    out[k] = _pad_window(ex[k], top, left, height, width, pad)
   if "boxes" in ex:
     shift = tf.cast(tf.stack([left, top, left, top]), tf.float32)  # xyxy
     out = set_pixel_boxes(out, pixel_boxes(ex) - shift, height, width,
@@ -135,7 +146,8 @@ def crop_or_pad(ex: Example, top, left, height, width,
 
 
 def resize(ex: Example, size, antialias: bool = False) -> Example:
-  """Resizes to ``size`` (h, w): bilinear image, nearest mask; boxes follow.
+  """Resizes to ``size`` (h, w): bilinear image, nearest mask and instances;
+  boxes follow.
 
   Normalized boxes are unchanged by a resize of the whole frame.
   """
@@ -144,9 +156,8 @@ def resize(ex: Example, size, antialias: bool = False) -> Example:
   img = tf.image.resize(tf.cast(ex["image"], tf.float32), size,
                         method="bilinear", antialias=antialias)
   out["image"] = _to_uint8(img)
-  if "mask" in ex:
-    out["mask"] = tf.image.resize(ex["mask"][..., None], size,
-                                  method="nearest")[..., 0]
+  for k, _ in _per_pixel(ex):
+    out[k] = tf.image.resize(ex[k][..., None], size, method="nearest")[..., 0]
   return out
 
 
@@ -155,8 +166,8 @@ def flip_left_right(ex: Example) -> Example:
   out = dict(ex)
   # tf.reverse: a [:, ::-1] strided slice is ~10x slower on CPU.
   out["image"] = tf.reverse(ex["image"], [1])
-  if "mask" in ex:
-    out["mask"] = tf.reverse(ex["mask"], [1])
+  for k, _ in _per_pixel(ex):
+    out[k] = tf.reverse(ex[k], [1])
   if "boxes" in ex:
     b = ex["boxes"]  # xyxy: x1' = 1 - x2 and x2' = 1 - x1 keep x1' <= x2'
     out["boxes"] = tf.stack([1.0 - b[:, 2], b[:, 1], 1.0 - b[:, 0], b[:, 3]], axis=1)
@@ -191,8 +202,8 @@ def fit(ex: Example, size: Sequence[int], *, keep_aspect: bool,
     resized = crop_or_pad(resized, 0, 0, th, tw, fill=fill)
   out = dict(resized)
   out["image"] = tf.ensure_shape(out["image"], [th, tw, 3])
-  if "mask" in out:
-    out["mask"] = tf.ensure_shape(out["mask"], [th, tw])
+  for k, _ in _per_pixel(out):
+    out[k] = tf.ensure_shape(out[k], [th, tw])
   return out
 
 
@@ -252,10 +263,10 @@ def affine(ex: Example, forward: tf.Tensor, fill: Sequence[float] | float = 0.0,
       output_shape=tf.stack([h, w]), fill_value=0.0, interpolation="BILINEAR",
       fill_mode="CONSTANT")[0] + f
   out["image"] = _to_uint8(img)
-  if "mask" in ex:
-    out["mask"] = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(ex["mask"], tf.int32)[None, ..., None], transforms=t,
-        output_shape=tf.stack([h, w]), fill_value=float(IGNORE),
+  for k, pad in _per_pixel(ex):
+    out[k] = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(ex[k], tf.int32)[None, ..., None], transforms=t,
+        output_shape=tf.stack([h, w]), fill_value=float(pad),
         interpolation="NEAREST", fill_mode="CONSTANT")[0, ..., 0]
   if "boxes" in ex:
     b = pixel_boxes(ex)  # edges (x0, y0, x1, y1)
@@ -284,7 +295,9 @@ def pad_boxes(ex: Example, max_boxes: int) -> Example:
   static shapes for batching (``box_valid`` marks the real boxes).
 
   Returns ``boxes`` float [max_boxes, 4] normalized xyxy (padding all zero),
-  ``box_labels`` int32, ``box_difficult`` and ``box_valid`` bool [max_boxes].
+  ``box_labels`` int32, ``box_difficult`` and ``box_valid`` bool [max_boxes],
+  and, when the example has instance masks, ``box_instance`` int32
+  [max_boxes] (padding 0: no mask).
   """
   n = tf.minimum(tf.shape(ex["boxes"])[0], max_boxes)
   pad = max_boxes - n
@@ -292,7 +305,11 @@ def pad_boxes(ex: Example, max_boxes: int) -> Example:
   labels = tf.pad(tf.cast(ex["box_labels"][:n], tf.int32), [[0, pad]])
   difficult = tf.pad(tf.cast(ex["box_difficult"][:n], tf.bool), [[0, pad]])
   valid = tf.range(max_boxes) < n
-  return {"boxes": tf.ensure_shape(boxes, [max_boxes, 4]),
-          "box_labels": tf.ensure_shape(labels, [max_boxes]),
-          "box_difficult": tf.ensure_shape(difficult, [max_boxes]),
-          "box_valid": tf.ensure_shape(valid, [max_boxes])}
+  out = {"boxes": tf.ensure_shape(boxes, [max_boxes, 4]),
+         "box_labels": tf.ensure_shape(labels, [max_boxes]),
+         "box_difficult": tf.ensure_shape(difficult, [max_boxes]),
+         "box_valid": tf.ensure_shape(valid, [max_boxes])}
+  if "box_instance" in ex:
+    ids = tf.pad(tf.cast(ex["box_instance"][:n], tf.int32), [[0, pad]])
+    out["box_instance"] = tf.ensure_shape(ids, [max_boxes])
+  return out
