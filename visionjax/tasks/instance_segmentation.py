@@ -87,6 +87,8 @@ class InstanceSegmentationTask(base.Task):
   """
   name: ClassVar[str] = "instance_segmentation"
   annotation: ClassVar[str] = "instances"
+  # Fitting keeps the aspect ratio and pads bottom/right (masks undistorted).
+  dense: ClassVar[bool] = True
   metrics: ClassVar[tuple[str, ...]] = ("mask_ap", "mask_ap50", "mask_ap75", "box_ap",
                                         "box_ap50", "box_ap75", "num_images")
   num_classes: int
@@ -336,8 +338,9 @@ class InstanceSegmentationTask(base.Task):
 
   def to_result(self, out, *, class_names, content, size):
     """Detections at the original ``size``: pixel boxes, and masks pasted
-    there (bool [N, H, W]). The model saw the image stretched to its input
-    (``dense`` is False), so ``content`` is the whole input."""
+    there (bool [N, H, W]). The image filled the input's top-left ``content``
+    (nh, nw) (aspect kept, padding at the bottom/right), so input pixels
+    scale by ``size / content``."""
     keep = np.asarray(out["valid"], bool)
     nh, nw = (int(v) for v in content)
     h, w = (int(v) for v in size)
