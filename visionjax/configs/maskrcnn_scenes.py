@@ -5,6 +5,10 @@ FPN, anchors of 12-64 px for the 20-30 px digits, 32 sampled RoIs per image,
 14×14 masks) learns each digit as one instance. Evaluation on the 1,000
 held-out scenes reports COCO mask AP (``mask_ap``, ``mask_ap50``,
 ``mask_ap75``) and box AP, equal to pycocotools' at the 64×64 input.
+Seen on the 2 shared CPU cores (2026-12-03, load 8-14, dataset already
+built): mask AP@0.5 0.748, mask AP 0.365, AP75 0.245; box AP@0.5 0.747, box
+AP 0.468 after 1,000 steps; 16 min 23 s wall (training 12 min 25 s at
+~1.3 steps/s, the rest compiling once each and evaluating), 308 CPU-s.
 
   visionjax train --config=maskrcnn_scenes --workdir=/tmp/maskrcnn
 """

@@ -252,7 +252,7 @@ _SMOKE: Mapping[str, Any] = frozen(
     stem_width=4, fpn_features=8, representation=16, mask_layers=(8,),
     anchor_sizes=proposal_lib.FPN_SIZES, aspect_ratios=((1.0,),) * 5, pre_nms_top_n=1000,
     post_nms_top_n=194, rpn_nms_threshold=1.0, roi_batch_size=64, detections_per_image=8,
-    box_score_threshold=0.0)
+    box_score_threshold=0.0, mask_pool=7, sampling_ratio=1)
 
 REGISTRY: Dict[str, ModelSpec] = {
     "maskrcnn_r50_fpn": ModelSpec(

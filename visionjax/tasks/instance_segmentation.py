@@ -345,12 +345,14 @@ class InstanceSegmentationTask(base.Task):
     nh, nw = (int(v) for v in content)
     h, w = (int(v) for v in size)
     scale = np.array([w / nw, h / nh, w / nw, h / nh], np.float32)
-    boxes = np.asarray(out["boxes"], np.float32)[keep].reshape(-1, 4) * scale
+    boxes = np.asarray(out["boxes"], np.float32).reshape(-1, 4) * scale
+    # All D padded slots at once: one compile per output size, whatever the
+    # number of detections.
+    masks = np.asarray(_paste(np.asarray(out["masks"], np.float32)[None], boxes[None],
+                              keep[None], (h, w)))[0][keep]
     classes = np.asarray(out["classes"])[keep].astype(np.int32)
-    probs = np.asarray(out["masks"], np.float32)[keep]
-    masks = (np.asarray(paste_masks(probs, boxes, (h, w))) > 0.5 if len(boxes)
-             else np.zeros((0, h, w), bool))
-    return {"boxes": boxes, "classes": classes, "names": [class_names[c] for c in classes],
+    return {"boxes": boxes[keep], "classes": classes,
+            "names": [class_names[c] for c in classes],
             "scores": np.asarray(out["scores"], np.float32)[keep], "masks": masks}
 
   def draw_result(self, image, result, class_names):
