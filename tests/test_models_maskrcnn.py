@@ -33,7 +33,7 @@ def test_r50_fpn_parameter_count_equals_torchvision():
 def test_r18_fpn_parameter_count_equals_torchvision_assembly():
   spec = maskrcnn.REGISTRY["maskrcnn_r18_fpn"]
   ours = spec.factory()
-  c, k = ours.fpn_features, ours.num_classes
+  c, k = ours.fpn_features, ours.num_classes + 1  # ours: foreground only
   backbone = backbone_utils.BackboneWithFPN(
       torchvision.models.resnet18(norm_layer=torch.nn.BatchNorm2d),
       {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}, [64, 128, 256, 512], c)

@@ -53,7 +53,7 @@ def _loss(task, out, labels):
     ce = optax.softmax_cross_entropy_with_integer_labels(
         out["logits"], labels[0]).mean()
     return ce + jnp.abs(out["boxes"] - labels[1]).mean()
-  if task == "instance_segmentation":  # the differentiable outputs (not proposals, anchors)
+  if task == "instance_segmentation":  # the differentiable outputs (not RoIs, anchors)
     return sum(jnp.mean(jnp.square(out[k])) for k in (
         "objectness", "rpn_deltas", "class_logits", "box_deltas", "mask_logits"))
   # backbone (and any other dict output): pull every float output towards
@@ -70,6 +70,12 @@ def _labels(task, num_classes, batch, size, key):
   if task == "localization":
     return (jnp.arange(batch) % num_classes,
             jax.random.uniform(key, (batch, 4), minval=0.2, maxval=0.8))
+  if task == "instance_segmentation":  # ground truth for the training-mode RoI sampling
+    h, w = size
+    return {"boxes": jnp.array([[[4, 6, 30, 40], [20, 10, 44, 30], [0, 0, 0, 0]]] * batch,
+                               jnp.float32) * jnp.array([w, h, w, h]) / 48,
+            "labels": jnp.array([[1, num_classes, 0]] * batch, jnp.int32),
+            "valid": jnp.array([[True, True, False]] * batch)}
   return None
 
 
@@ -126,9 +132,10 @@ def test_every_model_trains_one_step_under_jit(name):
   tx = optax.adam(1e-3)
 
   def train_loss(p):
+    extra = {"targets": labels} if task == "instance_segmentation" else {}
     out, new_state = model.apply({"params": p, **state}, images, train=True,
                                  rngs={"dropout": k_drop},
-                                 mutable=list(state))
+                                 mutable=list(state), **extra)
     return _loss(task, out, labels), new_state
 
   def step_and_eval(p):

@@ -66,6 +66,44 @@ def _detection(rng):
   return batch, outputs, example
 
 
+def _instance_segmentation(rng):
+  """Training outputs (RPN, sampled RoIs, heads) and inference outputs
+  (padded detections with M×M masks) in one dict: the task reads each part
+  where it needs it (loss/train_sums, and eval/postprocess)."""
+  g, a, s, p, m, d = 3, 16, 6, 2, 4, 5
+  inst = rng.integers(0, 3, (B, H, W)).astype(np.int32)
+  inst[0, 0] = 255  # void pixels
+  batch = {"boxes": np.stack([_boxes(rng, g) for _ in range(B)]),
+           "box_labels": rng.integers(0, K, (B, g)).astype(np.int32),
+           "box_valid": np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]], bool),
+           "instances": inst, "box_instance": np.array([[1, 2, 0]] * B, np.int32)}
+  positive = np.zeros((B, s), bool)
+  positive[:, :p] = [[1, 1], [1, 0], [1, 1], [0, 0]]
+  rois = {"boxes": np.stack([_boxes(rng, s) for _ in range(B)]) * H,
+          "labels": np.where(positive, rng.integers(1, K + 1, (B, s)), 0).astype(np.int32),
+          "matches": np.where(positive, rng.integers(0, 2, (B, s)), 0).astype(np.int32),
+          "deltas": np.where(positive[..., None], rng.normal(0, 0.5, (B, s, 4)), 0
+                             ).astype(np.float32),
+          "valid": np.arange(s) < 5 + np.zeros((B, 1), bool), "positive": positive}
+  det_valid = np.arange(d) < np.array([[3], [1], [0], [2]])
+  outputs = {"objectness": rng.normal(size=(B, a)).astype(np.float32),
+             "rpn_deltas": rng.normal(0, 0.3, (B, a, 4)).astype(np.float32),
+             "anchors": _boxes(rng, a) * H, "rpn_key": np.array([0, 7], np.uint32),
+             "rois": rois, "class_logits": rng.normal(size=(B, s, K + 1)).astype(np.float32),
+             "box_deltas": rng.normal(size=(B, s, K + 1, 4)).astype(np.float32),
+             "mask_logits": rng.normal(size=(B, p, m, m, K + 1)).astype(np.float32),
+             "boxes": np.stack([_boxes(rng, d) for _ in range(B)]) * H * det_valid[..., None],
+             "scores": rng.uniform(0.3, 1, (B, d)).astype(np.float32) * det_valid,
+             "labels": rng.integers(1, K + 1, (B, d)).astype(np.int32) * det_valid,
+             "valid": det_valid,
+             "masks": rng.uniform(0, 1, (B, d, m, m)).astype(np.float32) * det_valid[..., None,
+                                                                                       None]}
+  example = {"boxes": _boxes(rng, 2), "box_labels": np.array([0, 2], np.int32),
+             "box_difficult": np.zeros(2, bool), "box_instance": np.array([1, 2], np.int32),
+             "instances": rng.integers(0, 3, (H, W, 1)).astype(np.uint8)}
+  return batch, outputs, example
+
+
 def _denoising(rng):
   clean = rng.uniform(0, 1, (B, H, W, 3)).astype(np.float32)
   batch = {"clean": clean, "noisy": np.clip(clean + rng.normal(0, 0.2, clean.shape), 0, 1
@@ -78,12 +116,15 @@ def _denoising(rng):
 # real (not padding, not a padded box); None: the task has no class ids.
 CLASS_IDS = {"classification": ("label", (1,)), "segmentation": ("mask", (1, 3, 5)),
              "localization": ("label", (2,)), "detection": ("box_labels", (2, 1)),
-             "denoising": None}
+             "instance_segmentation": ("box_labels", (2, 1)), "denoising": None}
 
 CASES = {"classification": (_classification, {}),
          "segmentation": (_segmentation, {"dice_weight": 0.5, "foreground_weight": 2.0}),
          "localization": (_localization, {}),
          "detection": (_detection, {"max_boxes": 3, "score_threshold": 0.0}),
+         # Every anchor sampled (16 <= 32): the sums do not depend on the draw.
+         "instance_segmentation": (_instance_segmentation, {"max_boxes": 3,
+                                                            "rpn_batch_size": 32}),
          "denoising": (_denoising, {"l1_weight": 1.0, "l2_weight": 0.5, "ssim_weight": 0.3,
                                     "ssim_sigma": 0.5})}  # a 5-tap window: 8x8 images
 
@@ -92,7 +133,7 @@ def test_every_registered_task_has_a_case():
   assert set(tasks.REGISTRY) == set(CASES) == set(CLASS_IDS), "add a case for each new task"
   for name, cls in tasks.REGISTRY.items():
     assert cls.name == name
-    assert cls.annotation in ("label", "mask", "boxes")
+    assert cls.annotation in ("label", "mask", "boxes", "instances")
 
 
 def _make(name):
@@ -149,11 +190,12 @@ def test_task_contract(name, tmp_path):
     task.check_values(padding)
   if name == "segmentation":
     task.check_values({**batch, "mask": np.full_like(batch["mask"], 255)})  # ignore_index
-  if name == "detection":  # labels of padded boxes (box_valid False) are not checked
+  if name in ("detection", "instance_segmentation"):  # padded boxes' labels: not checked
     unused = {**batch, "box_labels": batch["box_labels"].copy()}
     unused["box_labels"][0, 2] = 99
     task.check_values(unused)
-  floats = {"localization": "box", "detection": "boxes", "denoising": "clean"}.get(name)
+  floats = {"localization": "box", "detection": "boxes", "instance_segmentation": "boxes",
+            "denoising": "clean"}.get(name)
   if floats:
     nan = {**batch, floats: batch[floats].copy()}
     nan[floats][(0,) * (nan[floats].ndim - 1) + (2,)] = np.nan

@@ -149,18 +149,20 @@ def nms(boxes, scores, iou_threshold: float = 0.5, *, max_output_size: Optional[
   if n == 0 or k == 0:
     return out_idx, out_ok
 
-  def cond(carry):
-    i, live, _, _ = carry
-    return (i < k) & jnp.any(live)
-
-  def body(carry):
-    i, live, out_idx, out_ok = carry
+  # A fixed trip count of k: a loop condition on the (per-image) live boxes
+  # becomes a *batched* while loop under vmap, which checkify (the train
+  # step's `losses.unchecked`) cannot transform; Mask R-CNN's proposals run
+  # this vmapped inside the train step. Once no box is live the body writes
+  # nothing.
+  def body(i, carry):
+    live, out_idx, out_ok = carry
     j = jnp.argmin(jnp.where(live, rank, n)).astype(jnp.int32)
+    ok = live[j]
     suppressed = _overlap(boxes, j, classes) > iou_threshold
     live = live & ~suppressed & (jnp.arange(n) != j)
-    return i + 1, live, out_idx.at[i].set(j), out_ok.at[i].set(True)
+    return live, out_idx.at[i].set(jnp.where(ok, j, -1)), out_ok.at[i].set(ok)
 
-  _, _, out_idx, out_ok = jax.lax.while_loop(cond, body, (0, live, out_idx, out_ok))
+  _, out_idx, out_ok = jax.lax.fori_loop(0, k, body, (live, out_idx, out_ok))
   return out_idx, out_ok
 
 

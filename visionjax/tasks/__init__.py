@@ -16,16 +16,17 @@ from visionjax.tasks.base import Task
 from visionjax.tasks.classification import ClassificationTask
 from visionjax.tasks.denoising import DenoisingTask
 from visionjax.tasks.detection import DetectionTask
+from visionjax.tasks.instance_segmentation import InstanceSegmentationTask
 from visionjax.tasks.localization import LocalizationTask
 from visionjax.tasks.segmentation import SegmentationTask
 
 REGISTRY: Mapping[str, type[Task]] = types.MappingProxyType({
     cls.name: cls for cls in (ClassificationTask, SegmentationTask, LocalizationTask,
-                              DetectionTask, DenoisingTask)})
+                              DetectionTask, DenoisingTask, InstanceSegmentationTask)})
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 __all__ = ["Task", "REGISTRY", "NAMES", "create", "ClassificationTask", "SegmentationTask",
-           "LocalizationTask", "DetectionTask", "DenoisingTask"]
+           "LocalizationTask", "DetectionTask", "DenoisingTask", "InstanceSegmentationTask"]
 
 
 def create(name: str, num_classes: int, **kwargs: Any) -> Task:

@@ -21,6 +21,7 @@ Where each method runs:
                            targets(example) -> batch fields besides 'image'
   on host, per batch       check_values(batch)  (NumPy, before the device copy)
   at trace time            validate(batch, channels)
+  inside jit               model_inputs (extra arguments of the training call)
   inside jit               loss, train_sums, eval_sums, eval_examples, postprocess,
                            inference_outputs
   on host                  summarize_train, eval_init, eval_update, summarize,
@@ -172,6 +173,13 @@ class Task(abc.ABC):
     """Raises ValueError naming what is wrong with ``batch`` (shapes, dtypes)."""
 
   # -------------------------------------------------------------- training
+  def model_inputs(self, batch: Batch) -> dict[str, Any]:
+    """Keyword arguments of the model's *training* call besides the images
+    (jit, trace time): Mask R-CNN samples its RoIs from the ground truth
+    (``{'targets': ...}``). Default: none."""
+    del batch
+    return {}
+
   def check_train_outputs(self, outputs: Any) -> None:
     """Trace-time check of the model's training-mode outputs (their pytree
     structure, not values) against the task's options, before the first step

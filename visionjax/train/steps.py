@@ -69,7 +69,8 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
       params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params,
                             optim.path_mask(params, freeze))
     out = model.apply(model_variables(params, state.batch_stats), batch["image"], train=True,
-                      rngs={"dropout": rng}, mutable=["batch_stats"] if has_bn else False)
+                      rngs={"dropout": rng}, mutable=["batch_stats"] if has_bn else False,
+                      **task.model_inputs(batch))
     outputs, new_vars = out if has_bn else (out, {})
     task.check_train_outputs(outputs)  # trace time: options vs what the model returns
     loss_sum, count = task.loss(outputs, batch)
