@@ -216,6 +216,116 @@ def adaptive_avg_pool(x: jax.Array, size: IntPair) -> jax.Array:
   return jnp.einsum("oh,bhwc,pw->bopc", mh, x, mw)
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _explicit_pads(padding: Any, in_hw: Sequence[int], k_hw: Sequence[int],
+                   strides: Sequence[int]) -> Optional[Tuple[Tuple[int, int], ...]]:
+  """lax padding (string or pairs) as ((top, bottom), (left, right)), or
+  None for a form this module does not handle (e.g. 'SAME_LOWER')."""
+  if isinstance(padding, str):
+    if padding not in ("SAME", "VALID"):
+      return None
+    padding = jax.lax.padtype_to_pads(in_hw, k_hw, strides, padding)
+  return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _pointwise_conv(x: jax.Array, w: jax.Array, strides: Tuple[int, int],
+                    precision: Any) -> jax.Array:
+  """1×1 NHWC convolution without padding: [B,H,W,C] × [1,1,C,F] ->
+  [B,⌈H/s⌉,⌈W/s⌉,F], as a strided slice and a matmul over C."""
+  xs = x[:, ::strides[0], ::strides[1]]
+  return jnp.einsum("bhwc,cf->bhwf", xs, w[0, 0], precision=precision)
+
+
+def _pointwise_conv_fwd(x, w, strides, precision):
+  return _pointwise_conv(x, w, strides, precision), (x, w)
+
+
+def _pointwise_conv_bwd(strides, precision, res, g):
+  # Written by hand (not jax.vjp of the einsum) so that both gradients are
+  # plain GEMMs in NHWC order, with the stride's zeros put back by an
+  # interior pad rather than a scatter.
+  x, w = res
+  (sh, sw), (h, wd), (ho, wo) = strides, x.shape[1:3], g.shape[1:3]
+  xs = x[:, ::sh, ::sw]
+  dw = jnp.einsum("bhwc,bhwf->cf", xs, g, precision=precision)
+  dxs = jnp.einsum("bhwf,cf->bhwc", g, w[0, 0], precision=precision)
+  dx = jax.lax.pad(dxs.astype(x.dtype), jnp.zeros((), x.dtype),
+                   ((0, 0, 0), (0, h - (ho - 1) * sh - 1, sh - 1),
+                    (0, wd - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
+  return dx, dw[None, None].astype(w.dtype)
+
+
+_pointwise_conv.defvjp(_pointwise_conv_fwd, _pointwise_conv_bwd)
+
+
+def gemm_conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
+                              window_strides: Sequence[int], padding: Any,
+                              lhs_dilation: Any = None,
+                              rhs_dilation: Any = None,
+                              dimension_numbers: Any = None,
+                              feature_group_count: int = 1,
+                              batch_group_count: int = 1,
+                              precision: Any = None,
+                              preferred_element_type: Any = None) -> jax.Array:
+  """Drop-in `lax.conv_general_dilated` computing dense 1×1 convolutions as
+  GEMMs: pass it as `nn.Conv(conv_general_dilated=...)`.
+
+  For an NHWC/HWIO convolution with a [1, 1, C, F] kernel, no padding, no
+  groups and no dilation (any stride), the forward pass is a strided slice
+  and a matmul over C, and its VJP (`_pointwise_conv_bwd`) computes
+  dW = xᵀ·g and dx = g·Wᵀ as matmuls — the same function and gradients
+  (tests/test_models_layers.py checks both against `lax` and NumPy). Every
+  other convolution goes to `lax.conv_general_dilated` unchanged.
+  """
+  nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  dn = (None if dimension_numbers is None else  # None means NCHW in lax.
+        jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                       dimension_numbers))
+  plain = all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+  if (lhs.ndim == 4 and dn == nhwc and rhs.shape[:2] == (1, 1) and plain
+      and feature_group_count == 1 and batch_group_count == 1
+      and preferred_element_type is None):
+    pads = _explicit_pads(padding, lhs.shape[1:3], (1, 1), window_strides)
+    if pads == ((0, 0), (0, 0)):
+      strides = tuple(int(s) for s in window_strides)
+      out_dtype = jnp.result_type(lhs, rhs)
+      return _pointwise_conv(lhs.astype(out_dtype), rhs.astype(out_dtype),
+                             strides, precision)
+  return jax.lax.conv_general_dilated(
+      lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+      dimension_numbers, feature_group_count, batch_group_count,
+      precision=precision, preferred_element_type=preferred_element_type)
+
+
+def conv_general_dilated(*args: Any, **kwargs: Any) -> jax.Array:
+  """The zoo's convolution: `gemm_conv_general_dilated` on CPU, `lax`
+  elsewhere (GPU/TPU convolution libraries handle 1×1 convolutions well).
+
+  The one switch for the zoo's convolution formulation: `conv` and
+  `ConvNormAct` call it by name at trace time.
+  """
+  if jax.default_backend() == "cpu":
+    return gemm_conv_general_dilated(*args, **kwargs)
+  return jax.lax.conv_general_dilated(*args, **kwargs)
+
+
+def conv(features: int, kernel_size: Sequence[int], *args: Any,
+         **kwargs: Any) -> nn.Conv:
+  """`nn.Conv` with the zoo's convolution (`conv_general_dilated`); same
+  parameters, names and values."""
+  kwargs.setdefault("conv_general_dilated", _zoo_conv)
+  return nn.Conv(features, kernel_size, *args, **kwargs)
+
+
+def _zoo_conv(*args: Any, **kwargs: Any) -> jax.Array:
+  # Looks `conv_general_dilated` up at call time, so benchmarks/conv_impl.py
+  # can compare it with `lax` by patching the one module attribute.
+  return conv_general_dilated(*args, **kwargs)
+
+
 class ConvNormAct(ZooModule):
   """Conv -> optional norm -> optional activation. [B,H,W,C] -> [B,H',W',F].
 
@@ -234,7 +344,8 @@ class ConvNormAct(ZooModule):
   norm_scale_init: Callable = nn.initializers.ones
   kernel_init: Callable = nn.initializers.variance_scaling(
       2.0, "fan_out", "normal")
-  conv_impl: Optional[Callable] = None  # e.g. depthwise_conv_impl('auto').
+  # None: the zoo's `conv_general_dilated`; e.g. depthwise_conv_impl('auto').
+  conv_impl: Optional[Callable] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -243,7 +354,8 @@ class ConvNormAct(ZooModule):
                 padding=self.padding, kernel_dilation=_pair(self.dilation),
                 feature_group_count=self.groups, use_bias=use_bias,
                 kernel_init=self.kernel_init,
-                conv_general_dilated=self.conv_impl, dtype=self.dtype,
+                conv_general_dilated=self.conv_impl or _zoo_conv,
+                dtype=self.dtype,
                 param_dtype=self.param_dtype, name="conv")(x)
     if self.norm is not None:
       x = self.norm(scale_init=self.norm_scale_init, name="norm")(x)
@@ -329,8 +441,8 @@ class UpConv2x(ZooModule):
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, _ = x.shape
     if self.method == "learned":
-      y = nn.Conv(4 * self.features, (1, 1), use_bias=False, dtype=self.dtype,
-                  param_dtype=self.param_dtype, name="conv")(x)
+      y = conv(4 * self.features, (1, 1), use_bias=False, dtype=self.dtype,
+               param_dtype=self.param_dtype, name="conv")(x)
       y = depth_to_space(y, 2)
       if self.use_bias:
         bias = self.param("bias", nn.initializers.zeros, (self.features,),
@@ -339,9 +451,9 @@ class UpConv2x(ZooModule):
       return y
     if self.method == "bilinear":
       y = resize_bilinear(x, (2 * h, 2 * w))
-      return nn.Conv(self.features, (1, 1), use_bias=self.use_bias,
-                     dtype=self.dtype, param_dtype=self.param_dtype,
-                     name="conv")(y)
+      return conv(self.features, (1, 1), use_bias=self.use_bias,
+                  dtype=self.dtype, param_dtype=self.param_dtype,
+                  name="conv")(y)
     raise ValueError(
         "UpConv2x: method must be 'learned' or 'bilinear', got "
         f"{self.method!r}")
