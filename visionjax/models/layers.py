@@ -441,8 +441,11 @@ class UpConv2x(ZooModule):
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, _ = x.shape
     if self.method == "learned":
-      y = conv(4 * self.features, (1, 1), use_bias=False, dtype=self.dtype,
-               param_dtype=self.param_dtype, name="conv")(x)
+      # nn.Conv, not the zoo's GEMM form: the quickstart U-Net's numbers are
+      # measured with lax here, and the GEMM form's gain on unet_small was
+      # within the noise (benchmarks/conv_impl.py: 1.10, range 0.83-1.58).
+      y = nn.Conv(4 * self.features, (1, 1), use_bias=False, dtype=self.dtype,
+                  param_dtype=self.param_dtype, name="conv")(x)
       y = depth_to_space(y, 2)
       if self.use_bias:
         bias = self.param("bias", nn.initializers.zeros, (self.features,),
@@ -451,9 +454,9 @@ class UpConv2x(ZooModule):
       return y
     if self.method == "bilinear":
       y = resize_bilinear(x, (2 * h, 2 * w))
-      return conv(self.features, (1, 1), use_bias=self.use_bias,
-                  dtype=self.dtype, param_dtype=self.param_dtype,
-                  name="conv")(y)
+      return nn.Conv(self.features, (1, 1), use_bias=self.use_bias,
+                     dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="conv")(y)
     raise ValueError(
         "UpConv2x: method must be 'learned' or 'bilinear', got "
         f"{self.method!r}")
