@@ -131,9 +131,10 @@ def test_every_registered_torchvision_twin_has_a_converter():
       f"efficientnet_b{b}" for b in range(4)}
   expected |= {f"{m}_resnet{d}" for m in ("deeplabv3", "fcn")
                for d in (50, 101)}
+  expected |= {"maskrcnn_resnet50_fpn"}      # tests/test_weights_maskrcnn.py
   assert set(vwt.TORCHVISION_MODELS) == expected
-  assert set(FAST) | set(SLOW) | {"vgg11_bn", "alexnet", "ssd300_vgg16"} == (
-      expected)
+  assert set(FAST) | set(SLOW) | {"vgg11_bn", "alexnet", "ssd300_vgg16",
+                                  "maskrcnn_resnet50_fpn"} == expected
 
 
 def test_vgg11_bn_equals_torchvision_and_ceil_pools_differ_off_multiples_of_32():

@@ -16,6 +16,9 @@ they become (`TORCHVISION_MODELS`):
   deeplabv3_resnet50/101     same names, `output_stride=8, pad_input=False`
   fcn_resnet50/101           fcn_resnet50_tv / fcn_resnet101_tv
   ssd300_vgg16               ssd300_vgg16_tv, num_classes = torchvision's - 1
+  maskrcnn_resnet50_fpn      maskrcnn_r50_fpn, num_classes = torchvision's - 1
+                             (a Mask R-CNN state dict with a ResNet-18 trunk
+                             becomes maskrcnn_r18_fpn; see `_maskrcnn_kwargs`)
 
 Layout changes: conv kernels OIHW -> HWIO, dense kernels transposed, and the
 first dense layer after a flatten (VGG fc6, AlexNet fc6) has its inputs
@@ -23,7 +26,13 @@ reordered from torchvision's (C, H, W) flatten to visionjax's (H, W, C).
 BatchNorm weight/bias/running_mean/running_var become scale/bias (params)
 and mean/var (batch_stats); both use epsilon 1e-5. The optional auxiliary
 heads of the segmentation models (`aux_classifier.*`) are dropped (they are
-only a training loss), and said so in the provenance notes.
+only a training loss), and said so in the provenance notes. Mask R-CNN's
+transposed conv (`conv5_mask`, torch [in, out, kh, kw]) is flipped in space
+for flax's `ConvTranspose` (which does not flip), and its box head's fc6 is
+reordered like VGG's from a (C, 7, 7) flatten. Its published file predates
+torchvision's renamed blocks (`rpn.head.conv.weight`, `fpn.inner_blocks.0.
+weight`, `mask_head.mask_fcn1.weight`); both spellings are read, as
+torchvision's own `_load_from_state_dict` hooks do.
 
 Preprocessing and provenance come from torchvision's own weights metadata
 (`torchvision.models.get_model_weights`), picking the weights entry whose
@@ -71,6 +80,11 @@ class _Entry:
   kwargs: Callable[[SourceReader], Dict[str, Any]]
   dataset: str
   ignore: Tuple[str, ...] = ()
+  # Renames applied to the state dict first (old torchvision key spellings).
+  rename: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]] = None
+  # The visionjax model for this source, when it depends on the source
+  # (default: `visionjax_name`); `kwargs` is then relative to that model.
+  pick: Optional[Callable[[SourceReader], str]] = None
 
 
 # --------------------------------------------------------------------------
@@ -250,6 +264,127 @@ def _ssd300(r: SourceReader, f: VariableFiller) -> None:
     _conv(r, f, f"conf{k}", head.format("classification", k), bias=True)
 
 
+def _conv_transpose(r: SourceReader, f: VariableFiller, dst: str,
+                    src: str) -> None:
+  """torch ConvTranspose2d `src` -> flax nn.ConvTranspose at params/`dst`.
+
+  torch's is the gradient of a conv ([in, out, kh, kw], kernel applied
+  flipped); flax's (transpose_kernel=False) applies its HWIO kernel as is,
+  so the kernel is flipped in space."""
+  w = r[f"{src}.weight"].transpose(2, 3, 0, 1)[::-1, ::-1]
+  f.set(f"params/{dst}/kernel", w)
+  f.set(f"params/{dst}/bias", r[f"{src}.bias"])
+
+
+# torchvision before 0.13 named these blocks without the `.0` of the
+# Conv2dNormActivation wrapper; COCO_V1's file still does (torchvision
+# renames on load: FeaturePyramidNetwork/RPNHead/MaskRCNNHeads
+# `_load_from_state_dict`).
+_MASKRCNN_OLD_NAMES = (
+    (re.compile(r"(backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)"),
+     r"\1.0.\2"),
+    (re.compile(r"rpn\.head\.conv\.(weight|bias)"), r"rpn.head.conv.0.0.\1"),
+    (re.compile(r"roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)"),
+     lambda m: f"roi_heads.mask_head.{int(m.group(1)) - 1}.0.{m.group(2)}"),
+)
+
+
+def _maskrcnn_new_names(arrays: Dict[str, np.ndarray]
+                        ) -> Dict[str, np.ndarray]:
+  """Old torchvision key spellings -> current ones (others unchanged)."""
+  out = {}
+  for k, v in arrays.items():
+    for rx, repl in _MASKRCNN_OLD_NAMES:
+      if rx.fullmatch(k):
+        k = rx.sub(repl, k)
+        break
+    if k in out:
+      raise ValueError(f"the source has both the old and the new name of "
+                       f"{k!r}")
+    out[k] = v
+  return out
+
+
+def _maskrcnn(r: SourceReader, f: VariableFiller) -> None:
+  _resnet_trunk(r, f, "backbone.body.", "backbone")
+  fpn = "backbone.fpn.{}_blocks.{}.0"
+  for i in _indices(r, r"backbone\.fpn\.inner_blocks\.(\d+)\.0\.weight"):
+    _conv(r, f, f"fpn/inner_{i}", fpn.format("inner", i), bias=True)
+    _conv(r, f, f"fpn/layer_{i}", fpn.format("layer", i), bias=True)
+  # torchvision's RPN head lays a cell's channels out as (anchor, value),
+  # as visionjax's: the convs map as they are.
+  _conv(r, f, "rpn_conv", "rpn.head.conv.0.0", bias=True)
+  _conv(r, f, "rpn_cls", "rpn.head.cls_logits", bias=True)
+  _conv(r, f, "rpn_bbox", "rpn.head.bbox_pred", bias=True)
+  c = r.peek("backbone.fpn.layer_blocks.0.0.weight").shape[0]
+  side = int(round((r.peek("roi_heads.box_head.fc6.weight").shape[1] / c)
+                   ** 0.5))
+  _dense(r, f, "fc6", "roi_heads.box_head.fc6", chw=(c, side, side))
+  _dense(r, f, "fc7", "roi_heads.box_head.fc7")
+  # Per-class deltas: rows (class, 4) in both.
+  _dense(r, f, "cls_score", "roi_heads.box_predictor.cls_score")
+  _dense(r, f, "bbox_pred", "roi_heads.box_predictor.bbox_pred")
+  for i in _indices(r, r"roi_heads\.mask_head\.(\d+)\.0\.weight"):
+    _conv(r, f, f"mask_fcn{i + 1}", f"roi_heads.mask_head.{i}.0", bias=True)
+  _conv_transpose(r, f, "conv5_mask", "roi_heads.mask_predictor.conv5_mask")
+  _conv(r, f, "mask_fcn_logits", "roi_heads.mask_predictor.mask_fcn_logits",
+        bias=True)
+
+
+def _maskrcnn_arch(r: SourceReader) -> Dict[str, Any]:
+  """The MaskRCNN fields a state dict determines (visionjax names)."""
+  body = "backbone.body."
+  stages = tuple(len(_indices(r, rf"backbone\.body\.layer{i}\.(\d+)\.conv1\.weight"))
+                 for i in range(1, 5))
+  mask = _indices(r, r"roi_heads\.mask_head\.(\d+)\.0\.weight")
+  return {
+      "stage_sizes": stages,
+      "block": ("bottleneck" if f"{body}layer1.0.conv3.weight" in r
+                else "basic"),
+      "widths": tuple(r.peek(f"{body}layer{i}.0.conv1.weight").shape[0]
+                      for i in range(1, 5)),
+      "stem_width": r.peek(f"{body}conv1.weight").shape[0],
+      "fpn_features": r.peek("backbone.fpn.layer_blocks.0.0.weight").shape[0],
+      "representation": r.peek("roi_heads.box_head.fc6.weight").shape[0],
+      "mask_layers": tuple(r.peek(f"roi_heads.mask_head.{i}.0.weight").shape[0]
+                           for i in mask),
+      # torchvision counts the background class, visionjax does not.
+      "num_classes": r.peek("roi_heads.box_predictor.cls_score.weight"
+                            ).shape[0] - 1,
+  }
+
+
+MASKRCNN_VARIANTS = ("maskrcnn_r50_fpn", "maskrcnn_r18_fpn")
+
+
+def _model_fields(name: str, fields: Sequence[str]) -> Dict[str, Any]:
+  from visionjax import models  # pylint: disable=import-outside-toplevel
+  m = models.create(name)
+  return {k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+          for k in fields for v in [getattr(m, k)]}
+
+
+def _maskrcnn_pick(r: SourceReader) -> str:
+  """The registered Mask R-CNN whose ResNet trunk the source has (ResNet-50
+  for torchvision's published weights); the first variant otherwise."""
+  arch = _maskrcnn_arch(r)
+  keys = ("stage_sizes", "block")
+  for name in MASKRCNN_VARIANTS:
+    if _model_fields(name, keys) == {k: arch[k] for k in keys}:
+      return name
+  return MASKRCNN_VARIANTS[0]
+
+
+def _maskrcnn_kwargs(r: SourceReader) -> Dict[str, Any]:
+  """The source's architecture, as overrides of the picked model's fields
+  (only those that differ; {} for torchvision's own R50-FPN at 90+1
+  classes). Inference settings (proposal counts, thresholds) stay the
+  visionjax model's: maskrcnn_r50_fpn's are torchvision's defaults."""
+  arch = _maskrcnn_arch(r)
+  have = _model_fields(_maskrcnn_pick(r), tuple(arch))
+  return {k: v for k, v in arch.items() if have[k] != v}
+
+
 # --------------------------------------------------------------------------
 # The table.
 
@@ -300,6 +435,9 @@ def _table() -> Dict[str, _Entry]:
       "ssd300_vgg16_tv", _ssd300,
       _classes("head.classification_head.module_list.0.weight", per=4,
                minus=1), COCO)
+  t["maskrcnn_resnet50_fpn"] = _Entry(
+      "maskrcnn_r50_fpn", _maskrcnn, _maskrcnn_kwargs, COCO,
+      rename=_maskrcnn_new_names, pick=_maskrcnn_pick)
   return t
 
 
@@ -371,6 +509,12 @@ def _preprocessing(name: str, entry: Any) -> Preprocessing:
                          std=(1.0, 1.0, 1.0), value_range=(0.0, 255.0),
                          input_size=(300, 300), resize_size=None,
                          interpolation="bilinear")
+  if name.startswith("maskrcnn"):
+    # GeneralizedRCNNTransform's defaults: ImageNet statistics on 0-1
+    # pixels, shorter side resized to min_size 800 (longer <= 1333).
+    return Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                         value_range=(0.0, 1.0), input_size=None,
+                         resize_size=800, interpolation="bilinear")
   t = entry.transforms()
   crop = getattr(t, "crop_size", None)
   resize = getattr(t, "resize_size", None)
@@ -408,9 +552,11 @@ def from_torchvision(name: str, source: Any, *, weights: Optional[str] = None
   spec = _TABLE[name]
   file = (os.fspath(source) if isinstance(source, (str, os.PathLike))
           else None)
-  reader = SourceReader(state_dict_arrays(source))
+  arrays = state_dict_arrays(source)
+  reader = SourceReader(spec.rename(arrays) if spec.rename else arrays)
+  vj_name = spec.pick(reader) if spec.pick else spec.visionjax_name
   kwargs = spec.kwargs(reader)
-  filler = VariableFiller(abstract_variables(spec.visionjax_name, kwargs))
+  filler = VariableFiller(abstract_variables(vj_name, kwargs))
   spec.mapper(reader, filler)
   reader.finish(ignore_prefixes=spec.ignore,
                 ignore_suffixes=("num_batches_tracked",))
@@ -424,6 +570,13 @@ def from_torchvision(name: str, source: Any, *, weights: Optional[str] = None
   if spec.visionjax_name.startswith("ssd300"):
     notes.append("torchvision label l (0 = background) is visionjax class "
                  "l - 1; its categories below are indexed by l")
+  if vj_name.startswith("maskrcnn"):
+    notes.append("labels are torchvision's (1..num_classes, 0 = "
+                 "background), as are the categories' indices; torchvision "
+                 "resizes each image so its shorter side is 800 and its "
+                 "longer at most 1333 (bilinear), normalises it and pads it "
+                 "to a multiple of 32: do the same and pass the unpadded "
+                 "sizes as `image_sizes`")
   if not known:
     notes.append("origin of the weights unknown: preprocessing is that of "
                  f"torchvision's default {entry} weights")
@@ -438,7 +591,7 @@ def from_torchvision(name: str, source: Any, *, weights: Optional[str] = None
       metrics=dict(entry.meta.get("_metrics", {})) if known else {},
       categories=(tuple(categories) if known and categories else None),
       notes=tuple(notes))
-  return Converted(spec.visionjax_name, kwargs, variables,
+  return Converted(vj_name, kwargs, variables,
                    _preprocessing(name, entry), provenance)
 
 
