@@ -1,8 +1,9 @@
 """Mask R-CNN (He et al. 2017) with a ResNet-FPN backbone, static shapes.
 
 Architecture as torchvision's ``maskrcnn_resnet50_fpn`` (so the R50 variant
-has exactly its parameter count, 44,454,513 at 91 classes, and its weights
-can be ported later):
+has exactly its parameter count, 44,454,513 with 90 foreground classes +
+background, and torchvision's weights load with output parity:
+``visionjax.weights`` entry ``maskrcnn_resnet50_fpn``, tests/test_weights_maskrcnn.py):
 
 * backbone: ResNet trunk (``visionjax.models.resnet``, BatchNorm as
   torchvision builds it without pretrained weights) and an FPN (Lin et al.
