@@ -10,6 +10,7 @@ at exactly that size; eval-mode outputs are checked for shape and finiteness.
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy_init import numpy_init
 import optax
 import pytest
 
@@ -79,28 +80,6 @@ def _labels(task, num_classes, batch, size, key):
   return None
 
 
-def _numpy_init(shapes, seed=0):
-  """He-normal kernels, unit scales/variances, zero biases/means.
-
-  Filling the `jax.eval_shape(model.init)` tree from NumPy skips compiling
-  each model's initialisers (seconds per model on a 2-core CPU); `init`
-  itself is still traced here and in test_models_params.py.
-  """
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = str(getattr(path[-1], "key", path[-1]))
-    if name in ("scale", "var"):
-      return jnp.ones(leaf.shape, leaf.dtype)
-    if name in ("bias", "mean") or leaf.ndim < 2:
-      return jnp.zeros(leaf.shape, leaf.dtype)
-    fan_in = int(np.prod(leaf.shape[:-1]))
-    return jnp.asarray(rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in),
-                       leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 def _unique_smoke_models():
   """One parametrization per distinct tiny module; names sharing one module
   (e.g. vgg11 and vgg16 at one block per stage) run once, under all names."""
@@ -125,7 +104,7 @@ def test_every_model_trains_one_step_under_jit(name):
   images = jax.random.normal(k_x, (batch, *size, spec.in_channels))
   num_classes = getattr(model, "num_classes", 1)
   labels = _labels(task, num_classes, batch, size, k_y)
-  variables = _numpy_init(jax.eval_shape(
+  variables = numpy_init(jax.eval_shape(
       model.init, {"params": key, "dropout": k_drop}, images))
   params = variables["params"]
   state = {k: v for k, v in variables.items() if k != "params"}

@@ -11,6 +11,7 @@ pictures) is `tests/test_tasks_contract.py`'s shared case.
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy_init import numpy_init
 import optax
 import pytest
 
@@ -64,22 +65,7 @@ MODEL = MaskRCNN(num_classes=K, stage_sizes=(1, 1, 1, 1), block="basic", widths=
 
 
 def _init(seed=0):
-  """He-normal kernels, zero biases, unit BatchNorm: filled from NumPy into
-  `eval_shape(init)`'s tree. (`MODEL.init` runs the inference path op by op,
-  NMS included: 40 s of CPU here.)"""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = str(getattr(path[-1], "key", path[-1]))
-    if name in ("scale", "var"):
-      return np.ones(leaf.shape, leaf.dtype)
-    if name in ("bias", "mean") or leaf.ndim < 2:
-      return np.zeros(leaf.shape, leaf.dtype)
-    fan_in = int(np.prod(leaf.shape[:-1]))
-    return (rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in)).astype(leaf.dtype)
-
-  shapes = jax.eval_shape(MODEL.init, jax.random.key(0), jnp.zeros((1, H, W, 3)))
-  return jax.tree_util.tree_map_with_path(fill, shapes)
+  return numpy_init(jax.eval_shape(MODEL.init, jax.random.key(0), jnp.zeros((1, H, W, 3))), seed)
 
 
 @pytest.fixture(scope="module")
