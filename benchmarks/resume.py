@@ -73,7 +73,7 @@ def old_train_dataset(data, task, *, batch_size: int, seed: int,
   ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds)
   if start_step:
     ds = ds.skip(start_step * batch)
-  decode, canonical = pipeline.decode_fn(data), data.adapter.canonical
+  decode, canonical = pipeline.decode_fn(data, task), data.adapter.canonical
   prep = pipeline._preprocess_fn(data, task, train=True)  # pylint: disable=protected-access
   ds = ds.map(pipeline._no_autograph(  # pylint: disable=protected-access
       lambda i, ex: prep(tf.stack([tf.cast(seed, tf.int64), i]), canonical(decode(ex)))),

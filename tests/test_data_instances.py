@@ -291,3 +291,13 @@ def test_train_batches_carry_instances_only_for_an_instance_task(tiny_data_dir):
   # Another task's batches do not carry (or resample) the instance map.
   other = next(pipeline.eval_batches(data, tasks.create("detection", 10), batch_size=8))
   assert "box_valid" in other and not {"box_instance", "instances"} & set(other)
+  # ... nor decode it: its stored PNG is dropped undecoded (a full-size PNG
+  # decode per example saved for every task but instance segmentation).
+  raw = next(iter(pipeline.load_split(data, "train", shuffle_files=False, seed=0,
+                                      decode=False)[0]))
+  dropped = pipeline.decode_fn(data, tasks.create("detection", 10))(raw)
+  kept = pipeline.decode_fn(data, _InstanceTargets())(raw)
+  assert "instance_mask" not in dropped and kept["instance_mask"].shape[-1] == 1
+  assert set(kept) - set(dropped) == {"instance_mask"}
+  for k in ("image", "segmentation_mask"):
+    np.testing.assert_array_equal(dropped[k].numpy(), kept[k].numpy())

@@ -103,17 +103,19 @@ def from_tfds_bbox(bbox: tf.Tensor) -> tf.Tensor:
 # ------------------------------------------------------------- digit_scenes
 def _digit_scenes(f: dict) -> Example:
   n = tf.shape(f["objects"]["label"])[0]
-  return {
+  ex = {
       "image": f["image"],
       "label": f["label"],
       "mask": tf.cast(f["segmentation_mask"][..., 0], tf.int32),
       "boxes": from_tfds_bbox(f["objects"]["bbox"]),
       "box_labels": tf.cast(f["objects"]["label"], tf.int32),
       "box_difficult": tf.zeros_like(f["objects"]["label"], tf.bool),
-      # Object k's digit has id k + 1 in the instance map (`scenes.render_scene`).
-      "instances": tf.cast(f["instance_mask"][..., 0], tf.int32),
-      "box_instance": tf.range(1, n + 1, dtype=tf.int32),
   }
+  if "instance_mask" in f:  # 1.1.0, and read only for instance segmentation
+    # Object k's digit has id k + 1 in the instance map (`scenes.render_scene`).
+    ex["instances"] = tf.cast(f["instance_mask"][..., 0], tf.int32)
+    ex["box_instance"] = tf.range(1, n + 1, dtype=tf.int32)
+  return ex
 
 
 def _register_digit_scenes() -> None:
@@ -170,13 +172,14 @@ def _voc_sources(config):
 def _voc_segmentation(f: dict) -> Example:
   ex = {"image": f["image"],
         "mask": tf.cast(f["segmentation_mask"][..., 0], tf.int32)}
-  if "instance_mask" in f:  # `voc_segmentation` >= 1.1.0 (not mask_folder)
+  if "objects" in f:  # `voc_segmentation` >= 1.1.0 (not mask_folder)
     o = f["objects"]
     labels = tf.cast(o["label"], tf.int32)
-    ex.update(instances=tf.cast(f["instance_mask"][..., 0], tf.int32),
-              boxes=from_tfds_bbox(o["bbox"]), box_labels=labels,
-              box_difficult=tf.zeros_like(labels, tf.bool),
-              box_instance=tf.cast(o["id"], tf.int32))
+    ex.update(boxes=from_tfds_bbox(o["bbox"]), box_labels=labels,
+              box_difficult=tf.zeros_like(labels, tf.bool))
+    if "instance_mask" in f:  # dropped undecoded unless the task reads it
+      ex.update(instances=tf.cast(f["instance_mask"][..., 0], tf.int32),
+                box_instance=tf.cast(o["id"], tf.int32))
   return ex
 
 
