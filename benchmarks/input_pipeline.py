@@ -28,7 +28,9 @@ processes compete for the same cores); repeat and compare ratios.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -59,13 +61,22 @@ PIPELINES = {
 
 
 def write_archives(root: str) -> dict[str, str]:
+  """Writes the archives under ``root`` once per version of the fixtures: a
+  folder written by older fixtures (say, before VOC's SegmentationObject
+  PNGs) is rewritten, with the TFDS folders prepared from it."""
   folders = {k: os.path.join(root, "manual", k) for k in ("cifar10", "voc", "cityscapes")}
-  if not os.path.exists(os.path.join(root, "written")):
+  with open(F.__file__, "rb") as f:
+    version = hashlib.sha256(f.read()).hexdigest()[:16]
+  marker = os.path.join(root, "written")
+  if not os.path.exists(marker) or open(marker).read() != version:
+    for stale in ("manual", "tfds"):
+      shutil.rmtree(os.path.join(root, stale), ignore_errors=True)
     F.write_cifar10(folders["cifar10"], per_batch=200, num_test=200)
     F.write_voc(folders["voc"], "2007", scale=10)  # both years: SSD's "07+12"
     F.write_voc(folders["voc"], "2012", scale=10)
     F.write_cityscapes(folders["cityscapes"])
-    open(os.path.join(root, "written"), "w").close()
+    with open(marker, "w") as f:
+      f.write(version)
   return folders
 
 
