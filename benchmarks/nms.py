@@ -49,6 +49,10 @@ case: ratios 0.88-1.08) or where the per-class top-k sort dominates
 (ssd300 sparse, 25-34 kept of 200: 1.09 vmapped, noise-level), and is
 1.8-2.8x slower where NMS dominates and few boxes are kept (yolo sparse,
 0-1 kept of 200: 1.27 vs 0.45 ms jitted, 5.06 vs 2.75 ms vmapped b8).
+A second run (``--cases yolo ssd300 --inputs sparse --rounds 7``, load 6.4):
+yolo fixed 2.44x jitted (1.37 vs 0.56 ms), 2.22x vmapped b8 (6.55 vs 2.95
+ms); ssd300 fixed 1.16x jitted, 1.05x vmapped b8 (38-44 kept); the early
+exit 0.91-1.34x (noise).
 """
 from __future__ import annotations
 
