@@ -1,6 +1,7 @@
 """FPN anchors and RPN proposal generation vs torchvision's AnchorGenerator and
 RegionProposalNetwork (box_coder.decode + filter_proposals) run on CPU."""
 import jax
+from jax.experimental import checkify
 import numpy as np
 import pytest
 
@@ -33,9 +34,13 @@ def test_fpn_anchors_match_anchor_generator():
   assert counts == tuple(h * w * 3 for h, w in FEATURES)
 
 
-def test_proposals_match_torchvision_rpn():
+# The fixed trip under checkify(vmap) is covered by tests/test_ops_nms.py in
+# the default run; this end-to-end version costs another compile (~4 s).
+@pytest.mark.parametrize("static_trip_count", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_proposals_match_torchvision_rpn(static_trip_count):
   # One compile covers both regimes: images 0 and 1 have more survivors than
-  # post (truncated), image 2's low logits leave fewer (padded rows).
+  # post (truncated), image 2's low logits leave fewer (padded rows). The
+  # fixed-trip NMS (Mask R-CNN's train step) runs under checkify, as there.
   pre, post, nms_thresh, score_thresh = 50, 30, 0.6, 0.3
   rng = np.random.default_rng(0)
   anchors, counts = P.fpn_anchors(IMAGE, FEATURES)
@@ -51,10 +56,15 @@ def test_proposals_match_torchvision_rpn():
   decoded = rpn.box_coder.decode(torch.tensor(deltas).reshape(-1, 4)[:, None],
                                  [torch.tensor(anchors)] * b).view(b, -1, 4)
   ref_boxes, ref_scores = rpn.filter_proposals(decoded, torch.tensor(logits), sizes, list(counts))
-  fn = jax.jit(lambda d, o, s: P.generate_proposals(
+  fn = lambda d, o, s: P.generate_proposals(
       anchors, d, o, s, counts, pre_nms_top_n=pre, post_nms_top_n=post,
-      nms_threshold=nms_thresh, score_threshold=score_thresh))
-  out = fn(deltas, logits, np.array(sizes))
+      nms_threshold=nms_thresh, score_threshold=score_thresh,
+      static_trip_count=static_trip_count)
+  if static_trip_count:
+    err, out = jax.jit(checkify.checkify(fn))(deltas, logits, np.array(sizes))
+    assert err.get() is None
+  else:
+    out = jax.jit(fn)(deltas, logits, np.array(sizes))
   assert out.boxes.shape == (b, post, 4)
   for i in range(b):
     n = len(ref_boxes[i])

@@ -1,10 +1,11 @@
 """Static-shape NMS / soft-NMS / top-k vs plain NumPy greedy references."""
 import jax
+from jax.experimental import checkify
 from jax_versions import enable_x64
 import numpy as np
 import pytest
 
-from visionjax import ops
+from visionjax import losses, ops
 
 
 def np_iou(a, b):
@@ -140,3 +141,89 @@ def test_nms_errors():
     ops.nms(np.zeros((2, 4, 4)), np.zeros(4))
   with pytest.raises(ValueError, match="method='soft'"):
     ops.soft_nms(np.zeros((4, 4)), np.zeros(4), method="soft")
+
+
+def _three_images(k):
+  """Boxes [3, 60, 4], scores, valid: image 0 keeps more than k boxes (truncated),
+  image 1 has 6 valid boxes (fewer than k: the early exit stops first), image 2
+  half of them (padding)."""
+  cases = [clustered_boxes(s) for s in (7, 8, 9)]
+  boxes = np.stack([c[0] for c in cases])
+  scores = np.stack([c[1] for c in cases])
+  valid = np.ones((3, 60), bool)
+  valid[1, 6:] = False
+  valid[2, ::2] = False
+  refs = []
+  for b, s, v in zip(boxes, scores, valid):
+    keep = np.flatnonzero(v)
+    refs.append([keep[i] for i in np_greedy_nms(b[keep], s[keep], 0.5)][:k])
+  assert len(refs[0]) == k and len(refs[1]) < k
+  return boxes, scores, valid, refs
+
+
+def test_nms_early_exit_equals_numpy_under_vmap():
+  # Under vmap the early-exit loop runs until the last image is done; an image
+  # done earlier (image 1) must keep its result. (The fixed-trip form: below.)
+  static_trip_count = False
+  k = 12
+  boxes, scores, valid, refs = _three_images(k)
+  f = jax.vmap(lambda b, s, v: ops.nms(b, s, 0.5, max_output_size=k, valid=v,
+                                       static_trip_count=static_trip_count))
+  with enable_x64(True):
+    idx, ok = jax.jit(f)(boxes, scores, valid)
+  for i in range(3):
+    np.testing.assert_array_equal(np.asarray(idx[i])[np.asarray(ok[i])], refs[i])
+    assert np.all(np.asarray(idx[i])[~np.asarray(ok[i])] == -1)
+    assert np.asarray(ok[i]).tolist() == [True] * len(refs[i]) + [False] * (k - len(refs[i]))
+
+
+def test_nms_fixed_trip_under_checkify_of_vmap():
+  # The train step's situation (losses.unchecked is checkify): checkify of a
+  # vmapped early-exit loop is refused, the fixed-trip form must go through,
+  # run its traced-threshold check, and give the greedy result.
+  k = 12
+  boxes, scores, valid, refs = _three_images(k)
+  f = checkify.checkify(jax.vmap(
+      lambda b, s, v, t: ops.nms(b, s, t, max_output_size=k, valid=v, static_trip_count=True),
+      in_axes=(0, 0, 0, None)))
+  with enable_x64(True):
+    err, (idx, ok) = jax.jit(f)(boxes, scores, valid, 0.5)
+    assert err.get() is None
+    for i in range(3):
+      np.testing.assert_array_equal(np.asarray(idx[i])[np.asarray(ok[i])], refs[i])
+    err, _ = jax.jit(f)(boxes, scores, valid, 1.5)
+  assert "iou_threshold must be in [0.0, 1.0]; got 1.5" in err.get()
+  unchecked = losses.unchecked(jax.vmap(lambda b, s, v: ops.nms(
+      b, s, 0.5, max_output_size=k, valid=v, static_trip_count=True)))
+  with enable_x64(True):
+    idx, ok = jax.jit(unchecked)(boxes, scores, valid)
+  np.testing.assert_array_equal(np.asarray(idx[1])[np.asarray(ok[1])], refs[1])
+
+
+def test_soft_nms_loop_forms_under_vmap_and_checkify(method="gaussian"):
+  # Image 0 has more survivors than k (truncated), image 1 fewer (its low
+  # scores fall under the threshold): both loop forms, vmapped, and the
+  # fixed one under checkify, equal the NumPy reference.
+  k = 10
+  boxes = np.stack([clustered_boxes(10, n=40)[0], clustered_boxes(11, n=40)[0]])
+  rng = np.random.default_rng(2)
+  scores = np.stack([rng.random(40), rng.random(40) * 0.12])
+  refs = [np_soft_nms(b, s, method, 0.5, 0.3, 0.1)[:k] for b, s in zip(boxes, scores)]
+  assert len(refs[0]) == k and 1 < len(refs[1]) < k
+
+  def one(b, s, fixed):
+    return ops.soft_nms(b, s, method=method, sigma=0.5, iou_threshold=0.3, score_threshold=0.1,
+                        max_output_size=k, static_trip_count=fixed)
+
+  with enable_x64(True):
+    early = jax.jit(jax.vmap(lambda b, s: one(b, s, False)))(boxes, scores)
+    err, fixed = jax.jit(checkify.checkify(jax.vmap(lambda b, s: one(b, s, True))))(boxes,
+                                                                                  scores)
+  assert err.get() is None
+  for idx, sc, ok in (early, fixed):
+    for i in range(2):
+      m = np.asarray(ok[i])
+      assert m.tolist() == [True] * len(refs[i]) + [False] * (k - len(refs[i]))
+      np.testing.assert_array_equal(np.asarray(idx[i])[m], [r[0] for r in refs[i]])
+      np.testing.assert_allclose(np.asarray(sc[i])[m], [r[1] for r in refs[i]], rtol=1e-12)
+      assert np.all(np.asarray(idx[i])[~m] == -1) and np.all(np.asarray(sc[i])[~m] == 0)

@@ -125,7 +125,8 @@ def generate_proposals(anchors, deltas, objectness, image_sizes,
                        num_anchors_per_level: Sequence[int], *, pre_nms_top_n: int = 1000,
                        post_nms_top_n: int = 1000, nms_threshold: float = 0.7,
                        score_threshold: float = 0.0, min_size: float = 1e-3,
-                       weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> Proposals:
+                       weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+                       static_trip_count: bool = False) -> Proposals:
   """RPN outputs -> per-image padded proposals (see the module docstring).
 
   Args:
@@ -139,6 +140,10 @@ def generate_proposals(anchors, deltas, objectness, image_sizes,
     post_nms_top_n: static K, the padded output size.
     nms_threshold, score_threshold, min_size, weights: as torchvision's
       ``RegionProposalNetwork`` / ``BoxCoder``.
+    static_trip_count: NMS loop form (:func:`visionjax.ops.nms.nms`): True
+      inside a checkified train step (the per-image NMS is vmapped here, and
+      checkify refuses a vmapped early-exit loop); False (default) stops once
+      no candidate is left.
 
   Returns: :class:`Proposals` with K = post_nms_top_n.
   """
@@ -183,7 +188,8 @@ def generate_proposals(anchors, deltas, objectness, image_sizes,
     boxes = clip_boxes(boxes, size_i)
     scores = jax.nn.sigmoid(logits_i[idx_i])
     keep = remove_small_boxes(boxes, min_size) & (scores >= score_threshold)
-    sel, ok = nms(boxes, scores, nms_threshold, max_output_size=post, valid=keep, classes=lvl)
+    sel, ok = nms(boxes, scores, nms_threshold, max_output_size=post, valid=keep, classes=lvl,
+                  static_trip_count=static_trip_count)
     sel = jnp.maximum(sel, 0)
     return (jnp.where(ok[:, None], boxes[sel], 0.0), jnp.where(ok, scores[sel], 0.0),
             jnp.where(ok, lvl[sel], -1), ok)

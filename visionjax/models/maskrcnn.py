@@ -165,7 +165,10 @@ class MaskRCNN(ZooModule):
       image_sizes = jnp.tile(jnp.array([[h, w]], jnp.float32), (b, 1))
     props = proposal_lib.generate_proposals(
         anchors, deltas, objectness, image_sizes, counts, pre_nms_top_n=self.pre_nms_top_n,
-        post_nms_top_n=self.post_nms_top_n, nms_threshold=self.rpn_nms_threshold)
+        post_nms_top_n=self.post_nms_top_n, nms_threshold=self.rpn_nms_threshold,
+        # The train step is checkified (losses.unchecked), which refuses the
+        # early-exit NMS loop under this vmap; inference keeps the early exit.
+        static_trip_count=train)
     roi_feats = pyramid[:4]
     scales = [1.0 / (2 ** (i + 2)) for i in range(4)]
     pool = functools.partial(multiscale_roi_align, roi_feats, scales=scales,

@@ -11,6 +11,19 @@ remaining box, marks every remaining box that overlaps it by more than the
 threshold as suppressed, and repeats K times (or until none remain) — O(K·N)
 work, O(N) memory, and the same kept set and order as the greedy loop.
 
+Two loop forms, same outputs (``static_trip_count``):
+
+* ``False`` (default): a ``lax.while_loop`` that stops once K boxes are kept
+  or none is live — inference pays only for the boxes it keeps (under
+  ``vmap``: the most any image of the batch keeps).
+* ``True``: a ``lax.fori_loop`` of exactly K trips that writes nothing once
+  no box is live. Needed where the loop runs under ``vmap`` *and* checkify:
+  a vmapped while loop whose condition reads per-image values is a
+  "batched while loop", which ``checkify.checkify`` refuses
+  ("checkify-of-vmap-of-while"), and every train step is checkified
+  (``losses.unchecked``). Mask R-CNN's RPN proposals (vmapped over images
+  inside the train step) set it in training.
+
 Invalid boxes are dropped before the loop, exactly like ``valid=False`` ones:
 a box is valid iff its 4 coordinates are finite and, in xyxy form,
 ``x2 > x1`` and ``y2 > y1``. So NaN/inf, inverted and zero-area boxes are
@@ -110,7 +123,8 @@ def _overlap(boxes, j, classes):
 
 
 def nms(boxes, scores, iou_threshold: float = 0.5, *, max_output_size: Optional[int] = None,
-        score_threshold: Optional[float] = None, valid=None, classes=None, fmt: str = "xyxy"):
+        score_threshold: Optional[float] = None, valid=None, classes=None, fmt: str = "xyxy",
+        static_trip_count: bool = False):
   """Greedy NMS with static shapes.
 
   Args:
@@ -131,6 +145,8 @@ def nms(boxes, scores, iou_threshold: float = 0.5, *, max_output_size: Optional[
     classes: optional int [N]; if given, suppression only within a class
       (class-aware / "batched" NMS).
     fmt: box format.
+    static_trip_count: run exactly K loop trips instead of stopping early
+      (see the module docstring: needed under ``checkify`` of ``vmap``).
 
   Returns:
     ``(indices, valid)``: int32 [K] indices into the inputs in decreasing
@@ -149,26 +165,28 @@ def nms(boxes, scores, iou_threshold: float = 0.5, *, max_output_size: Optional[
   if n == 0 or k == 0:
     return out_idx, out_ok
 
-  # A fixed trip count of k: a loop condition on the (per-image) live boxes
-  # becomes a *batched* while loop under vmap, which checkify (the train
-  # step's `losses.unchecked`) cannot transform; Mask R-CNN's proposals run
-  # this vmapped inside the train step. Once no box is live the body writes
-  # nothing.
-  def body(i, carry):
-    live, out_idx, out_ok = carry
+  def step(i, live, out_idx, out_ok):
     j = jnp.argmin(jnp.where(live, rank, n)).astype(jnp.int32)
-    ok = live[j]
+    ok = live[j]  # False only in the fixed-trip form once no box is live
     suppressed = _overlap(boxes, j, classes) > iou_threshold
     live = live & ~suppressed & (jnp.arange(n) != j)
     return live, out_idx.at[i].set(jnp.where(ok, j, -1)), out_ok.at[i].set(ok)
 
-  _, out_idx, out_ok = jax.lax.fori_loop(0, k, body, (live, out_idx, out_ok))
+  if static_trip_count:
+    _, out_idx, out_ok = jax.lax.fori_loop(
+        0, k, lambda i, c: step(i, *c), (live, out_idx, out_ok))
+    return out_idx, out_ok
+  # Under vmap the while loop runs until every image is done; JAX keeps the
+  # carry of an image whose own condition is False, so it writes nothing more.
+  _, _, out_idx, out_ok = jax.lax.while_loop(
+      lambda c: (c[0] < k) & jnp.any(c[1]), lambda c: (c[0] + 1, *step(*c)),
+      (0, live, out_idx, out_ok))
   return out_idx, out_ok
 
 
 def batched_nms(boxes, scores, classes, iou_threshold: float = 0.5, *,
                 max_output_size: Optional[int] = None, score_threshold: Optional[float] = None,
-                valid=None, fmt: str = "xyxy"):
+                valid=None, fmt: str = "xyxy", static_trip_count: bool = False):
   """Class-aware NMS: boxes of different ``classes`` never suppress each other.
 
   Same as ``nms(..., classes=classes)``; the output is one list over all
@@ -177,13 +195,14 @@ def batched_nms(boxes, scores, classes, iou_threshold: float = 0.5, *,
   loses precision for large coordinates.
   """
   return nms(boxes, scores, iou_threshold, max_output_size=max_output_size,
-             score_threshold=score_threshold, valid=valid, classes=classes, fmt=fmt)
+             score_threshold=score_threshold, valid=valid, classes=classes, fmt=fmt,
+             static_trip_count=static_trip_count)
 
 
 def soft_nms(boxes, scores, *, sigma: float = 0.5, iou_threshold: float = 0.3,
              method: str = "gaussian", score_threshold: float = 0.001,
              max_output_size: Optional[int] = None, valid=None, classes=None,
-             fmt: str = "xyxy"):
+             fmt: str = "xyxy", static_trip_count: bool = False):
   """Soft-NMS (Bodla et al. 2017) with static shapes.
 
   Repeatedly selects the remaining box with the highest *current* score
@@ -198,7 +217,8 @@ def soft_nms(boxes, scores, *, sigma: float = 0.5, iou_threshold: float = 0.3,
   With ``classes`` the decay applies only within a class. Invalid boxes
   (NaN/inf, inverted, zero-area) are never selected, as in :func:`nms`;
   concrete ``iou_threshold`` outside [0, 1], ``sigma <= 0`` or NaN thresholds
-  raise ValueError.
+  raise ValueError. ``static_trip_count`` as in :func:`nms` (True: exactly K
+  trips, for ``checkify`` of ``vmap``).
 
   Returns:
     ``(indices, scores, valid)``: int32 [K] (-1 padded), float [K] decayed
@@ -218,15 +238,11 @@ def soft_nms(boxes, scores, *, sigma: float = 0.5, iou_threshold: float = 0.3,
   if n == 0 or k == 0:
     return out_idx, out_score, out_ok
 
-  def cond(carry):
-    i, live = carry[0], carry[1]
-    return (i < k) & jnp.any(live)
-
-  def body(carry):
-    i, live, cur, out_idx, out_score, out_ok = carry
+  def step(i, live, cur, out_idx, out_score, out_ok):
     j = jnp.argmax(jnp.where(live, cur, -jnp.inf)).astype(jnp.int32)
     # If every live score is -inf the masked argmax may land on a dead box.
     j = jnp.where(live[j], j, jnp.argmax(live)).astype(jnp.int32)
+    ok = live[j]  # False only in the fixed-trip form once no box is live
     o = _overlap(boxes, j, classes)
     if method == "gaussian":
       w = jnp.exp(-(o * o) / sigma)
@@ -241,11 +257,16 @@ def soft_nms(boxes, scores, *, sigma: float = 0.5, iou_threshold: float = 0.3,
     live = live & (jnp.arange(n) != j)
     if score_threshold is not None:
       live = live & (cur >= score_threshold)
-    return (i + 1, live, cur, out_idx.at[i].set(j), out_score.at[i].set(picked),
-            out_ok.at[i].set(True))
+    return (live, cur, out_idx.at[i].set(jnp.where(ok, j, -1)),
+            out_score.at[i].set(jnp.where(ok, picked, 0.0)), out_ok.at[i].set(ok))
 
-  carry = (0, live, scores, out_idx, out_score, out_ok)
-  _, _, _, out_idx, out_score, out_ok = jax.lax.while_loop(cond, body, carry)
+  carry = (live, scores, out_idx, out_score, out_ok)
+  if static_trip_count:
+    carry = jax.lax.fori_loop(0, k, lambda i, c: step(i, *c), carry)
+  else:
+    carry = jax.lax.while_loop(lambda c: (c[0] < k) & jnp.any(c[1]),
+                               lambda c: (c[0] + 1, *step(*c)), (0, *carry))[1:]
+  _, _, out_idx, out_score, out_ok = carry
   return out_idx, out_score, out_ok
 
 

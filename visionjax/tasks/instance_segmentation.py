@@ -346,10 +346,18 @@ class InstanceSegmentationTask(base.Task):
     h, w = (int(v) for v in size)
     scale = np.array([w / nw, h / nh, w / nw, h / nh], np.float32)
     boxes = np.asarray(out["boxes"], np.float32).reshape(-1, 4) * scale
+    # The model clips boxes to its whole input, padding included (an image
+    # smaller than the input is not upscaled): clip them to the picture, and
+    # drop a detection that lies wholly in the padding. The masks are pasted
+    # with the boxes the model predicted them for; _paste drops what falls
+    # outside the picture.
+    clipped = np.clip(boxes, 0.0, np.array([w, h, w, h], np.float32))
+    keep = keep & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     # All D padded slots at once: one compile per output size, whatever the
     # number of detections.
     masks = np.asarray(_paste(np.asarray(out["masks"], np.float32)[None], boxes[None],
                               keep[None], (h, w)))[0][keep]
+    boxes = clipped
     classes = np.asarray(out["classes"])[keep].astype(np.int32)
     return {"boxes": boxes[keep], "classes": classes,
             "names": [class_names[c] for c in classes],

@@ -46,6 +46,9 @@ normalized box times (W, H, W, H)):
 * detection: ``{'boxes': float [N, 4], 'classes': int [N], 'names': [N str],
   'scores': float [N]}``, only the valid detections, best first
 * segmentation: ``{'mask': int32 [H, W], 'names': the K class names}``
+* instance segmentation: detection's keys and ``'masks': bool [N, H, W]``;
+  boxes clipped to the picture, a detection wholly in the input's padding
+  dropped (an image smaller than the input is padded, not upscaled)
 """
 from __future__ import annotations
 
