@@ -35,7 +35,7 @@ and mapped to the optimized HLO (`compiled.as_text()`) by instruction name:
   * `transpose`, `copy` and fusions made only of data movement (transpose,
     copy, bitcast, reshape, reverse, broadcast, slice, pad, concatenate)
     that contain a transpose, copy or reverse, and fusions whose root is a
-    transpose or copy (a layout change with elementwise work fused into it,
+    transpose or copy, possibly under bitcasts (a layout change with elementwise work fused into it,
     e.g. a ReLU gradient): transpose/copy (layout).
   * `reduce-window` / `select-and-scatter` (top level or fused) whose op_name
     is a JAX pooling primitive (`reduce_window*`, `select_and_scatter*`,
@@ -128,8 +128,10 @@ def parse_hlo(text: str) -> Dict[str, Dict]:
                         calls=calls.group(1) if calls else None,
                         op_name=opname.group(1) if opname else "")
   for v in instrs.values():
-    v["root_op"] = (instrs[roots[v["calls"]]]["op"]
-                    if v["calls"] in roots else None)
+    root = instrs.get(roots.get(v["calls"]))
+    while root and root["op"] in ("bitcast", "reshape"):  # see through
+      root = instrs.get(next(iter(_operands(root["rest"])), None))
+    v["root_op"] = root["op"] if root else None
   return instrs
 
 
