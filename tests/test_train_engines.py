@@ -18,7 +18,7 @@ def _batches(config, n):
 def _train(config, batches, devices=None):
   exp = loop.build(config, devices=devices)
   state = exp.create_state()
-  if config.model.dtype == jnp.float64:
+  if config.model.get("dtype") == jnp.float64:
     # Flax creates BatchNorm statistics in float32 whatever the dtype; the
     # first float64 step returns them in float64, which would compile the
     # step a second time.
