@@ -54,8 +54,6 @@ import tensorflow_datasets as tfds
 from visionjax.data import augment_config, datasets, prepared, sources, transforms
 
 Batch = dict[str, np.ndarray]
-# Canonical keys of the 'instances' annotation (`visionjax.data.datasets`).
-INSTANCE_KEYS = ("instances", "box_instance")
 
 
 def host_batch_size(global_batch: int) -> int:
@@ -250,12 +248,10 @@ def _preprocess_fn(data: Data, task: Any, train: bool) -> Callable[[tf.Tensor, d
   std = tf.constant(dc.get("std", (0.25, 0.25, 0.25)), tf.float32) * 255.0
   augment = augment_config.make_augment(dc, train)
   fit = _fit_fn(data, task, augment.output_size)
-  # Instance maps are resampled with every spatial op: only carry them for
-  # a task that trains on them.
-  unused = () if getattr(task, "annotation", None) == "instances" else INSTANCE_KEYS
+  # Instance maps never reach here for a task that does not train on them:
+  # `decode_fn` drops the stored PNG, so no spatial op resamples them.
 
   def fn(seed: tf.Tensor, ex: dict) -> dict:
-    ex = {k: v for k, v in ex.items() if k not in unused}
     ex = task.corrupt(seed, fit(augment(seed, ex)))
     return {"image": (tf.cast(ex["image"], tf.float32) - mean) / std, **task.targets(ex)}
 
