@@ -374,11 +374,13 @@ class InstanceSegmentationTask(base.Task):
     h, w = (int(v) for v in size)
     scale = np.array([w / nw, h / nh, w / nw, h / nh], np.float32)
     boxes = np.asarray(out["boxes"], np.float32).reshape(-1, 4) * scale
-    # The model clips boxes to its whole input, padding included (an image
-    # smaller than the input is not upscaled): clip them to the picture, and
-    # drop a detection that lies wholly in the padding. The masks are pasted
-    # with the boxes the model predicted them for; _paste drops what falls
-    # outside the picture.
+    # Predictor tells the model the content size (image_sizes), so its boxes
+    # lie in [0, content]: the clip only absorbs float32 rounding of the
+    # scale (nw · w / nw may exceed w by an ulp). The drop of boxes wholly
+    # outside the picture is for outputs of a model called without
+    # image_sizes (its boxes are clipped to the whole padded input); this
+    # method is public. The masks are pasted with the boxes the model
+    # predicted them for; _paste drops what falls outside the picture.
     clipped = np.clip(boxes, 0.0, np.array([w, h, w, h], np.float32))
     keep = keep & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     # All D padded slots at once: one compile per output size, whatever the
