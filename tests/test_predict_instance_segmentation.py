@@ -5,7 +5,8 @@ it writes the overlay.
 The default tests: `InstanceSegmentationTask.to_result` on a hand-checked
 case (boxes in the input's padding), and the CLI's writer
 (`visionjax.cli.predict.write_predictions`) on a maskrcnn_lite Predictor
-with NumPy-initialised weights. The slow test trains maskrcnn_lite for 2
+with NumPy-initialised weights, whose results are the model's outputs
+given the picture's content size (``image_sizes``). The slow test trains maskrcnn_lite for 2
 steps through the loop and runs `experiments/predict.py` in a fresh process
 (checkpoint restore and flags included): 207 s wall at load ~5 on the
 2-core machine, too slow for the default run."""
@@ -114,6 +115,19 @@ def test_cli_writer_json_equals_predictor(tiny_data_dir, tmp_path):
     np.testing.assert_array_equal(drawn, p.exp.task.draw_result(
         read_image(str(tmp_path / "photos" / f"{name}.png")), want, p.class_names))
   assert detections > 0, "no detection at all: the comparison above checked only empty lists"
+  # The Predictor tells the model the picture's size (image_sizes from
+  # content): the result's boxes are the raw boxes of the forward pass given
+  # the 23 x 30 content (the picture is not upscaled, so no scaling), all on
+  # the picture; given the whole 32 x 32 input the same weights box otherwise.
+  x, content, _ = p.preprocess(files[0])
+  assert content == SIZES["small"]
+  forward = lambda c: jax.device_get(p._forward(p.variables, x[None], np.array([c], np.int32)))
+  told, whole = forward(content), forward((h, w))
+  assert p.num_compiles == 1  # the same compiled forward, content is an argument
+  valid = np.asarray(told["valid"][0], bool)
+  np.testing.assert_array_equal(p(files[0])["boxes"], told["boxes"][0][valid])
+  assert np.all(told["boxes"][0][valid] <= [30, 23, 30, 23])
+  assert not np.array_equal(told["boxes"], whole["boxes"])
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,8 @@ Guarantees:
 The task argument is any `visionjax.tasks.base.Task`: the pipeline calls its
 ``corrupt(seed, example)`` (the model's input: the identity except for
 denoising) and ``targets(example)`` in the tf.data map and reads its
-``dense`` flag.
+``dense`` and ``uses_content`` flags (the latter adds ``content`` int32 [2],
+the (height, width) of the input that shows the picture; `_content_fn`).
 """
 from __future__ import annotations
 
@@ -241,6 +242,27 @@ def _fit_fn(data: Data, task: Any, output_size) -> Callable[[dict], dict]:
                                    fill=datasets.mean_pixel(dc))
 
 
+def _content_fn(data: Data, task: Any, output_size) -> Callable[[dict], tf.Tensor] | None:
+  """For a task with ``uses_content``: augmented example (before `_fit_fn`)
+  -> ``content`` int32 [2], the (height, width) of the top-left part of the
+  model's input that shows the picture. `transforms.fit_size` where the
+  example is fitted (letterboxing pads bottom/right); the whole input where
+  the augmentation fixed the size (its padding, e.g. a crop larger than a
+  small image, is not tracked) or the dataset's images all have one size.
+  None for other tasks: their batches stay as they were."""
+  if not getattr(task, "uses_content", False):
+    return None
+  size = data.config.get("image_size")
+  if isinstance(output_size, tuple):
+    fixed = tf.constant(output_size, tf.int32)
+    return lambda ex: fixed
+  if not size:
+    return lambda ex: tf.stack(transforms.hw(ex))
+  dense = task.dense
+  return lambda ex: tf.stack(transforms.fit_size(*transforms.hw(ex), size, keep_aspect=dense,
+                                                 allow_upscale=not dense))
+
+
 def _preprocess_fn(data: Data, task: Any, train: bool) -> Callable[[tf.Tensor, dict], dict]:
   """Canonical example -> normalized image + the task's targets."""
   dc = data.config
@@ -248,12 +270,16 @@ def _preprocess_fn(data: Data, task: Any, train: bool) -> Callable[[tf.Tensor, d
   std = tf.constant(dc.get("std", (0.25, 0.25, 0.25)), tf.float32) * 255.0
   augment = augment_config.make_augment(dc, train)
   fit = _fit_fn(data, task, augment.output_size)
+  content = _content_fn(data, task, augment.output_size)
   # Instance maps never reach here for a task that does not train on them:
   # `decode_fn` drops the stored PNG, so no spatial op resamples them.
 
   def fn(seed: tf.Tensor, ex: dict) -> dict:
-    ex = task.corrupt(seed, fit(augment(seed, ex)))
-    return {"image": (tf.cast(ex["image"], tf.float32) - mean) / std, **task.targets(ex)}
+    ex = augment(seed, ex)
+    extra = {} if content is None else {"content": content(ex)}
+    ex = task.corrupt(seed, fit(ex))
+    return {"image": (tf.cast(ex["image"], tf.float32) - mean) / std, **task.targets(ex),
+            **extra}
 
   return fn
 

@@ -174,6 +174,23 @@ def flip_left_right(ex: Example) -> Example:
   return out
 
 
+def fit_size(h, w, size: Sequence[int], *, keep_aspect: bool,
+             allow_upscale: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
+  """(nh, nw) int32: the size `fit` scales an ``h`` x ``w`` image to, before
+  any padding: the top-left part of the fitted example that shows the
+  picture (all of ``size`` when stretching)."""
+  th, tw = int(size[0]), int(size[1])
+  if not keep_aspect:
+    return tf.constant(th), tf.constant(tw)
+  hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+  scale = tf.minimum(th / hf, tw / wf)
+  if not allow_upscale:
+    scale = tf.minimum(scale, 1.0)
+  nh = tf.clip_by_value(tf.cast(tf.round(hf * scale), tf.int32), 1, th)
+  nw = tf.clip_by_value(tf.cast(tf.round(wf * scale), tf.int32), 1, tw)
+  return nh, nw
+
+
 def fit(ex: Example, size: Sequence[int], *, keep_aspect: bool,
         allow_upscale: bool = True, fill: Sequence[float] | float = 0.0) -> Example:
   """Brings the example to exactly ``size`` (h, w), with a static shape.
@@ -185,15 +202,7 @@ def fit(ex: Example, size: Sequence[int], *, keep_aspect: bool,
   """
   th, tw = int(size[0]), int(size[1])
   h, w = hw(ex)
-  if keep_aspect:
-    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-    scale = tf.minimum(th / hf, tw / wf)
-    if not allow_upscale:
-      scale = tf.minimum(scale, 1.0)
-    nh = tf.clip_by_value(tf.cast(tf.round(hf * scale), tf.int32), 1, th)
-    nw = tf.clip_by_value(tf.cast(tf.round(wf * scale), tf.int32), 1, tw)
-  else:
-    nh, nw = tf.constant(th), tf.constant(tw)
+  nh, nw = fit_size(h, w, size, keep_aspect=keep_aspect, allow_upscale=allow_upscale)
   same = tf.logical_and(tf.equal(nh, h), tf.equal(nw, w))
   keys = list(ex)
   resized = tf.cond(same, lambda: {k: ex[k] for k in keys},

@@ -104,6 +104,10 @@ class MaskRCNN(ZooModule):
 
   ``targets`` (training): ``{'boxes': [B, G, 4] pixel xyxy, 'labels': int
   [B, G] in 1..num_classes, 'valid': bool [B, G]}``.
+  ``image_sizes`` [B, 2] float (height, width): each image's content, the
+  input's top-left part (the rest is padding); proposals and detections are
+  clipped to it in both modes, as torchvision's ``ImageList.image_sizes``.
+  None: the whole input. The task passes it from the batch's ``content``.
 
   Training outputs (A anchors, S = ``roi_batch_size``, P = ``int(S ·
   roi_positive_fraction)``, K1 = num_classes + 1):

@@ -21,7 +21,7 @@ Where each method runs:
                            targets(example) -> batch fields besides 'image'
   on host, per batch       check_values(batch)  (NumPy, before the device copy)
   at trace time            validate(batch, channels)
-  inside jit               model_inputs (extra arguments of the training call)
+  inside jit               model_inputs (extra arguments of the model's call)
   inside jit               loss, train_sums, eval_sums, eval_examples, postprocess,
                            inference_outputs
   on host                  summarize_train, eval_init, eval_update, summarize,
@@ -136,12 +136,19 @@ class Task(abc.ABC):
     dense:       per-pixel targets: fixed-size fitting keeps the aspect
                  ratio and pads (never enlarges), so every labelled pixel is
                  scored once; other tasks stretch to ``image_size``.
+    uses_content: batches carry ``content`` int32 [B, 2], the (height,
+                 width) of each input's top-left part that shows the picture
+                 (the rest is fitting's padding; 0 in evaluation padding
+                 examples), for `model_inputs` (Mask R-CNN clips its
+                 proposals and detections to it). The pipeline and
+                 `visionjax.train.inference.Predictor` provide it.
     metrics:     the scalar metrics ``summarize`` reports (candidates for
                  ``config.checkpoint.best_metric``; checked before training).
   """
   name: ClassVar[str]
   annotation: ClassVar[str]
   dense: ClassVar[bool] = False
+  uses_content: ClassVar[bool] = False
   metrics: ClassVar[tuple[str, ...]]
   num_classes: int
 
@@ -173,11 +180,14 @@ class Task(abc.ABC):
     """Raises ValueError naming what is wrong with ``batch`` (shapes, dtypes)."""
 
   # -------------------------------------------------------------- training
-  def model_inputs(self, batch: Batch) -> dict[str, Any]:
-    """Keyword arguments of the model's *training* call besides the images
-    (jit, trace time): Mask R-CNN samples its RoIs from the ground truth
-    (``{'targets': ...}``). Default: none."""
-    del batch
+  def model_inputs(self, batch: Batch, *, train: bool = True) -> dict[str, Any]:
+    """Keyword arguments of the model's call besides the images and
+    ``train`` (jit, trace time). Training (``train=True``): Mask R-CNN
+    samples its RoIs from the ground truth (``{'targets': ...}``).
+    Evaluation and prediction (``train=False``; ``batch`` may hold only
+    ``image`` and, for ``uses_content`` tasks, ``content``): Mask R-CNN's
+    ``image_sizes``. Default: none."""
+    del batch, train
     return {}
 
   def check_train_outputs(self, outputs: Any) -> None:

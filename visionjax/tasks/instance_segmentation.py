@@ -21,6 +21,10 @@ mask in ``instances``; 0: no mask). The per-object masks are built on device:
 ``instances[b] == box_instance[b, g]``. A box without a mask (id 0) trains
 the RPN and box head but not the mask head, and is left out of the mask AP's
 ground truth.
+Pipeline batches also carry ``content`` int [B, 2] (``uses_content``):
+each image's (height, width) in the input before fitting's bottom/right
+padding, which :meth:`model_inputs` passes to the model as ``image_sizes``
+in training, evaluation and prediction (torchvision's ``image_sizes``).
 
 Evaluation: the model's inference outputs (per-image padded detections with
 ``mask_size``² mask probabilities) are brought to host as they are (bounded
@@ -89,6 +93,8 @@ class InstanceSegmentationTask(base.Task):
   annotation: ClassVar[str] = "instances"
   # Fitting keeps the aspect ratio and pads bottom/right (masks undistorted).
   dense: ClassVar[bool] = True
+  # Batches carry each image's content size: the model's image_sizes.
+  uses_content: ClassVar[bool] = True
   metrics: ClassVar[tuple[str, ...]] = ("mask_ap", "mask_ap50", "mask_ap75", "box_ap",
                                         "box_ap50", "box_ap75", "num_images")
   num_classes: int
@@ -128,14 +134,27 @@ class InstanceSegmentationTask(base.Task):
     out["instances"] = inst[..., 0] if inst.shape.rank == 3 else inst
     return out
 
-  def model_inputs(self, batch: Batch) -> dict[str, Any]:
-    """The training call's ground truth (``MaskRCNN(targets=...)``): pixel
+  def model_inputs(self, batch: Batch, *, train: bool = True) -> dict[str, Any]:
+    """``image_sizes`` [B, 2] float (height, width) from ``batch['content']``
+    when the batch has it (torchvision's ``ImageList.image_sizes``: the RPN
+    clips proposals to it in training and inference, the box head its
+    detections), so nothing is proposed or detected in fitting's padding;
+    and in training the ground truth (``MaskRCNN(targets=...)``): pixel
     boxes of the input, labels 1..K (0 background), valid boxes of real
     examples."""
     h, w = batch["image"].shape[1:3]
-    return {"targets": {"boxes": denormalize_boxes(batch["boxes"], (h, w)),
+    out = {}
+    if "content" in batch:
+      c = jnp.asarray(batch["content"]).astype(jnp.float32)
+      full = jnp.array([h, w], jnp.float32)
+      # Evaluation padding examples have content 0: the whole input (their
+      # outputs are dropped; a 0 x 0 image would only clip everything away).
+      out["image_sizes"] = jnp.where(jnp.all(c > 0, -1, keepdims=True), c, full)
+    if train:
+      out["targets"] = {"boxes": denormalize_boxes(batch["boxes"], (h, w)),
                         "labels": batch["box_labels"].astype(jnp.int32) + 1,
-                        "valid": self._gt_valid(batch)}}
+                        "valid": self._gt_valid(batch)}
+    return out
 
   def _gt_valid(self, batch):
     v = batch["box_valid"].astype(bool)
@@ -161,6 +180,13 @@ class InstanceSegmentationTask(base.Task):
     mask = base._where(batch, ids, None)
     base._first_bad("box_instance", ids, bad if mask is None else bad & mask,
                     "mask ids in [0, 254] (0: the box has no mask)")
+    if "content" in batch:
+      c = np.asarray(batch["content"])
+      h, w = np.asarray(batch["instances"]).shape[1:3]
+      bad = (c < 1) | (c > np.array([h, w]))
+      mask = base._where(batch, c, None)
+      base._first_bad("content", c, bad if mask is None else bad & mask,
+                      f"(height, width) of the picture in [1, {h}] x [1, {w}]")
 
   def validate(self, batch: Batch, channels: int) -> None:
     base.validate_image(batch, channels)
@@ -178,6 +204,8 @@ class InstanceSegmentationTask(base.Task):
     base.validate_int_field(batch, "box_labels", (b, g))
     base.validate_int_field(batch, "box_instance", (b, g))
     base.validate_int_field(batch, "instances", (b, h, w))
+    if "content" in batch:  # optional: without it the model uses the whole input
+      base.validate_int_field(batch, "content", (b, 2))
 
   def check_train_outputs(self, outputs) -> None:
     keys = set(outputs) if isinstance(outputs, Mapping) else set()
@@ -346,11 +374,13 @@ class InstanceSegmentationTask(base.Task):
     h, w = (int(v) for v in size)
     scale = np.array([w / nw, h / nh, w / nw, h / nh], np.float32)
     boxes = np.asarray(out["boxes"], np.float32).reshape(-1, 4) * scale
-    # The model clips boxes to its whole input, padding included (an image
-    # smaller than the input is not upscaled): clip them to the picture, and
-    # drop a detection that lies wholly in the padding. The masks are pasted
-    # with the boxes the model predicted them for; _paste drops what falls
-    # outside the picture.
+    # Predictor tells the model the content size (image_sizes), so its boxes
+    # lie in [0, content]: the clip only absorbs float32 rounding of the
+    # scale (nw · w / nw may exceed w by an ulp). The drop of boxes wholly
+    # outside the picture is for outputs of a model called without
+    # image_sizes (its boxes are clipped to the whole padded input); this
+    # method is public. The masks are pasted with the boxes the model
+    # predicted them for; _paste drops what falls outside the picture.
     clipped = np.clip(boxes, 0.0, np.array([w, h, w, h], np.float32))
     keep = keep & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     # All D padded slots at once: one compile per output size, whatever the

@@ -47,8 +47,9 @@ normalized box times (W, H, W, H)):
   'scores': float [N]}``, only the valid detections, best first
 * segmentation: ``{'mask': int32 [H, W], 'names': the K class names}``
 * instance segmentation: detection's keys and ``'masks': bool [N, H, W]``;
-  boxes clipped to the picture, a detection wholly in the input's padding
-  dropped (an image smaller than the input is padded, not upscaled)
+  the model is told each image's content size (``image_sizes``), so its
+  proposals and detections lie on the picture, never in the input's padding
+  (an image smaller than the input is padded, not upscaled)
 """
 from __future__ import annotations
 
@@ -221,10 +222,15 @@ class Predictor:
     """How many times the forward pass was traced (= compiled) so far."""
     return self._traces
 
-  def _forward_impl(self, variables, images):
-    """images float [B, h, w, 3] normalized -> the task's device outputs."""
+  def _forward_impl(self, variables, images, content):
+    """images float [B, h, w, 3] normalized, content int32 [B, 2] (each
+    image's (nh, nw) in the input) -> the task's device outputs."""
     self._traces += 1  # a Python side effect: runs once per trace, never per call
-    return self.exp.task.inference_outputs(self._model.apply(variables, images, train=False))
+    task = self.exp.task
+    # The task's evaluation inputs (Mask R-CNN: image_sizes from content, so
+    # it proposes and detects only on the picture, not in the padding).
+    extra = task.model_inputs({"image": images, "content": content}, train=False)
+    return task.inference_outputs(self._model.apply(variables, images, train=False, **extra))
 
   # --------------------------------------------------------- preprocessing
   def preprocess(self, image: ImageLike) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
@@ -272,9 +278,11 @@ class Predictor:
     n = len(prepared)
     bucket = next(b for b in self.buckets if b >= n)
     batch = np.zeros((bucket, *self.input_size, 3), np.float32)  # padding rows are dropped
-    for i, (x, _, _) in enumerate(prepared):
-      batch[i] = x
-    out = jax.device_get(self._forward(self._variables, jax.device_put(batch, self._device)))
+    content = np.tile(np.asarray(self.input_size, np.int32), (bucket, 1))
+    for i, (x, c, _) in enumerate(prepared):
+      batch[i], content[i] = x, c
+    out = jax.device_get(self._forward(self._variables, jax.device_put(batch, self._device),
+                                       jax.device_put(content, self._device)))
     return [to_result(self.exp.task, jax.tree.map(lambda a, i=i: np.asarray(a[i]), out),
                       self.class_names, content, size)
             for i, (_, content, size) in enumerate(prepared)]

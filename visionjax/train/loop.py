@@ -500,7 +500,7 @@ def visualize_predictions(exp: Experiment, host_state: Any, path: str) -> None:
   batch = next(exp.eval_batches())
   model = parallel.clone_for_axis(exp.model, None)  # one device, no collectives
   predictions = jax.jit(functools.partial(steps.predict_step, model=model, task=exp.task))(
-      host_state, batch["image"][:n])
+      host_state, {k: v[:n] for k, v in batch.items()})
   dc = exp.config.dataset
   images = np.clip(batch["image"][:n] * np.asarray(dc.std) + np.asarray(dc.mean), 0, 1)
   exp.task.visualize(images, batch, jax.device_get(predictions), exp.class_names, path)

@@ -113,11 +113,14 @@ def eval_step(state: TrainState, batch: dict, *, model: nn.Module, task: Any,
   """
   task.validate(batch, channels)
   outputs = model.apply(model_variables(state.params, state.batch_stats), batch["image"],
-                        train=False)
+                        train=False, **task.model_inputs(batch, train=False))
   return _psum(task.eval_sums(outputs, batch), axis_name), task.eval_examples(outputs, batch)
 
 
-def predict_step(state: TrainState, images: jax.Array, *, model: nn.Module, task: Any) -> Any:
-  """The task's predictions (post-processed model outputs, inference mode)."""
+def predict_step(state: TrainState, batch: dict, *, model: nn.Module, task: Any) -> Any:
+  """The task's predictions (post-processed model outputs, inference mode) on
+  ``batch['image']`` (with what the task's ``model_inputs`` reads, e.g.
+  ``content``)."""
   return task.postprocess(
-      model.apply(model_variables(state.params, state.batch_stats), images, train=False))
+      model.apply(model_variables(state.params, state.batch_stats), batch["image"],
+                  train=False, **task.model_inputs(batch, train=False)))
