@@ -81,9 +81,8 @@ def test_segmentation_original_resolution_and_padding(seg):
     assert r["mask"].min() >= 0 and r["mask"].max() < len(p.class_names)
   # The pipeline's dense fit: never enlarged, shrunk keeping the aspect ratio,
   # padded bottom/right with the mean pixel (normalized: ~0).
-  assert p._content_size(17, 23) == (17, 23)
-  assert p._content_size(40, 31) == (32, 25)
-  assert p._content_size(64, 64) == (32, 32)
+  for (h, w), want in (((17, 23), (17, 23)), ((40, 31), (32, 25)), ((64, 64), (32, 32))):
+    assert p.preprocess(np.zeros((h, w, 3), np.uint8))[1] == want
   x, content, size = p.preprocess(images[1])
   assert content == (32, 25) and size == (40, 31)
   assert np.abs(x[:, 25:]).max() < 0.02

@@ -245,18 +245,10 @@ class Predictor:
                             keep_aspect=dense, allow_upscale=not dense, fill=self._fill)
     x = (tf.cast(fitted["image"], tf.float32) - self._mean) / self._std
     h, w = pixels.shape[:2]
-    return x.numpy(), self._content_size(h, w), (h, w)
-
-  def _content_size(self, h: int, w: int) -> tuple[int, int]:
-    """The size `transforms.fit` scales an h x w image to (before padding)."""
-    th, tw = self.input_size
-    if not self.exp.task.dense:
-      return th, tw
-    # fit's float32 arithmetic and round-half-to-even, in NumPy.
-    scale = min(np.float32(th) / np.float32(h), np.float32(tw) / np.float32(w), np.float32(1))
-    nh = int(np.clip(np.round(np.float32(h) * scale), 1, th))
-    nw = int(np.clip(np.round(np.float32(w) * scale), 1, tw))
-    return nh, nw
+    # The same function the pipeline's `content` comes from (one rule).
+    nh, nw = transforms.fit_size(h, w, self.input_size, keep_aspect=dense,
+                                 allow_upscale=not dense)
+    return x.numpy(), (int(nh), int(nw)), (h, w)
 
   # ------------------------------------------------------------ predicting
   def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Any:
