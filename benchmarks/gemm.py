@@ -25,11 +25,15 @@ import argparse
 from functools import partial
 import os
 import statistics
-import time
+import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH_DIR)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import vs_pytorch as vp  # noqa: E402  (benchmarks/vs_pytorch.py: its timed round)
 
 # (spatial side at 224² input, in channels, out channels) of ResNet-50's
 # distinct 1×1 convolutions (stride 1): reduce and expand of each stage.
@@ -43,13 +47,8 @@ def _run_jax(fn, *args):
 
 
 def _rate(fn, flops: float, min_seconds: float) -> float:
-  n, t0 = 0, time.perf_counter()
-  while True:
-    fn()
-    n += 1
-    dt = time.perf_counter() - t0
-    if dt >= min_seconds and n >= 3:
-      return flops * n / dt / 1e9
+  r = vp._timed_round(fn, min_seconds, min_steps=3)
+  return flops * r["steps"] / r["wall"] / 1e9
 
 
 def main() -> None:
